@@ -1,0 +1,109 @@
+"""Tensor factories on the current backend, with PyTorch's names."""
+
+from __future__ import annotations
+
+from ..backends import backend_name_of, get_backend, get_default_dtype, resolve_dtype
+from ..backends import transfer as _transfer
+from .tensor import Tensor
+
+
+def _shape(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(size[0])
+    return tuple(int(s) for s in size)
+
+
+def _target(device=None, backend=None):
+    return get_backend(backend, device) if (backend is not None or device is not None) else get_backend()
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, device=None, backend=None) -> Tensor:
+    """A new Tensor holding a copy of ``data`` on the current backend.
+
+    An array keeps its dtype (a float64 array stays float64); Python floats take the default
+    dtype, Python ints int64.
+    """
+    b = _target(device, backend)
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend_name_of(data) is not None:
+        arr = _transfer.to_device(data, backend=b.name, device=b.device)
+        arr = b.xp.asarray(arr, dtype=None if dtype is None else b.dtype(dtype), copy=True)
+    else:
+        arr = b.asarray(data, dtype=dtype)
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+as_tensor = tensor
+
+
+def _filled(fill, size, dtype, requires_grad, device, backend):
+    b = _target(device, backend)
+    arr = b.xp.full(_shape(size), fill, dtype=b.dtype(dtype), device=b.device)
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def zeros(*size, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    return _filled(0, size, dtype, requires_grad, device, backend)
+
+
+def ones(*size, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    return _filled(1, size, dtype, requires_grad, device, backend)
+
+
+def empty(*size, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    return _filled(0, size, dtype, requires_grad, device, backend)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    if dtype is None and isinstance(fill_value, bool):
+        dtype = "bool"
+    elif dtype is None and isinstance(fill_value, int):
+        dtype = "int64"
+    return _filled(fill_value, (tuple(size) if isinstance(size, (tuple, list)) else (size,)),
+                   dtype, requires_grad, device, backend)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        floaty = any(isinstance(v, float) for v in (start, end, step))
+        dtype = get_default_dtype() if floaty else "int64"
+    b = _target(device, backend)
+    return Tensor(b.xp.arange(start, end, step, dtype=b.dtype(dtype), device=b.device),
+                  requires_grad=requires_grad)
+
+
+def randn(*size, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    b = _target(device, backend)
+    return Tensor(b.rng.normal(_shape(size), dtype=dtype), requires_grad=requires_grad)
+
+
+def rand(*size, dtype=None, requires_grad=False, device=None, backend=None) -> Tensor:
+    b = _target(device, backend)
+    return Tensor(b.rng.uniform(_shape(size), dtype=dtype), requires_grad=requires_grad)
+
+
+def randint(low, high, size, device=None, backend=None) -> Tensor:
+    b = _target(device, backend)
+    return Tensor(b.rng.integers(low, high, tuple(size)))
+
+
+def _like(fill, t, dtype, requires_grad):
+    data = t.data if isinstance(t, Tensor) else t
+    b = get_backend(backend_name_of(data), data.device if backend_name_of(data) != "numpy" else None)
+    native = data.dtype if dtype is None else resolve_dtype(b.xp, dtype)
+    return Tensor(b.xp.full(tuple(data.shape), fill, dtype=native, device=b.device), requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return _like(0, t, dtype, requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return _like(1, t, dtype, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    return _like(fill_value, t, dtype, requires_grad)

@@ -1,0 +1,256 @@
+"""Function: one differentiable operation over raw arrays, and the reverse-mode engine.
+
+A Function subclass gives ``forward(ctx, *args)`` and ``backward(ctx, *grads)`` as static
+methods over raw arrays of one namespace, and optionally ``jvp(ctx, *tangents)`` for forward
+mode. ``Cls.apply(*args, **config)`` unwraps Tensors, checks that all arrays share a device, runs
+forward and, when gradients are wanted, records a Node that links the outputs to the inputs.
+
+Positional arguments that are Tensors are the differentiable inputs; raw arrays, numbers and
+other values pass through unchanged. ``backward`` returns one gradient per positional argument
+(None where there is none; a bare array is accepted when there is exactly one argument).
+Keyword arguments are configuration handed to ``forward`` and never differentiated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+from ..backends import backend_name_of, check_same_device
+
+_grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
+_forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled.get()
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode: bool):
+    token = _grad_enabled.set(bool(mode))
+    try:
+        yield
+    finally:
+        _grad_enabled.reset(token)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """``with xpnet.no_grad():`` (or as a decorator): operations record no graph."""
+
+    def __enter__(self):
+        self._token = _grad_enabled.set(False)
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.reset(self._token)
+        return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    def __enter__(self):
+        self._token = _grad_enabled.set(True)
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.reset(self._token)
+        return False
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Inside, Functions also push tangents (``Tensor._tangent``) through their ``jvp`` rules."""
+    token = _forward_mode.set(_forward_mode.get() + 1)
+    try:
+        yield
+    finally:
+        _forward_mode.reset(token)
+
+
+class Context:
+    """What forward leaves for backward: ``save_for_backward(*arrays)`` and any attributes."""
+
+    __slots__ = ("_saved", "needs_input_grad", "__dict__")
+
+    def __init__(self, needs_input_grad=()):
+        self._saved = ()
+        self.needs_input_grad = needs_input_grad
+
+    def save_for_backward(self, *arrays) -> None:
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self._saved is None:
+            raise RuntimeError(
+                "trying to backward through the graph a second time: its saved arrays were freed "
+                "after the first backward; pass retain_graph=True to the first backward"
+            )
+        return self._saved
+
+    saved_arrays = saved_tensors
+
+
+class Node:
+    """One recorded application: the Function, its context, its Tensor inputs and output count."""
+
+    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "freed", "__weakref__")
+
+    def __init__(self, fn, ctx, inputs, n_outputs, out_meta):
+        self.fn = fn
+        self.ctx = ctx
+        self.inputs = inputs  # tuple aligned with forward's positional args: Tensor or None
+        self.n_outputs = n_outputs
+        self.out_meta = out_meta  # (shape, dtype, array) of each output, to make zero gradients
+        self.freed = False
+
+    def __repr__(self):
+        return f"<{self.fn.__name__}Backward>"
+
+
+class Function:
+    """Base class of differentiable operations; see the module docstring."""
+
+    differentiable = True
+
+    @staticmethod
+    def forward(ctx, *args, **config):  # pragma: no cover - every subclass defines it
+        raise TypeError("a Function subclass must define forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grads):  # pragma: no cover
+        raise TypeError("this Function defines no backward")
+
+    jvp = None  # optional: jvp(ctx, *tangents) -> output tangent(s)
+
+    @classmethod
+    def apply(cls, *args, **config):
+        from .tensor import Tensor
+
+        raw = []
+        tensor_inputs = []
+        any_requires = False
+        arrays_for_check = []
+        for a in args:
+            if isinstance(a, Tensor):
+                raw.append(a.data)
+                tensor_inputs.append(a)
+                arrays_for_check.append(a.data)
+                any_requires = any_requires or a.requires_grad
+            else:
+                raw.append(a)
+                tensor_inputs.append(None)
+                if backend_name_of(a) is not None:
+                    arrays_for_check.append(a)
+        if len(arrays_for_check) > 1:
+            check_same_device(*arrays_for_check, op=cls.__name__)
+
+        record = any_requires and cls.differentiable and _grad_enabled.get()
+        needs = tuple(t is not None and t.requires_grad for t in tensor_inputs)
+        ctx = Context(needs)
+        out = cls.forward(ctx, *raw, **config)
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+
+        if record:
+            node = Node(cls, ctx, tuple(tensor_inputs), len(outs),
+                        tuple((o.shape, o.dtype) for o in outs))
+            results = tuple(Tensor._from_op(o, node, i) for i, o in enumerate(outs))
+        else:
+            results = tuple(Tensor(o) for o in outs)
+
+        if _forward_mode.get() and any(t is not None and t._tangent is not None for t in tensor_inputs):
+            if cls.jvp is None:
+                raise TypeError(f"{cls.__name__} has no jvp rule: forward-mode differentiation through it is not supported")
+            tangents = tuple(None if t is None else t._tangent for t in tensor_inputs)
+            tan_out = cls.jvp(ctx, *tangents)
+            tan_out = tan_out if isinstance(tan_out, tuple) else (tan_out,)
+            for r, tan in zip(results, tan_out):
+                r._tangent = tan
+        return results if multi else results[0]
+
+
+def _topological_order(root_node):
+    """Nodes reachable from ``root_node``, each after every node that consumes its outputs."""
+    order = []
+    visited = set()
+    stack = [(root_node, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for t in node.inputs:
+            if t is not None and t._node is not None and id(t._node) not in visited:
+                stack.append((t._node, False))
+    order.reverse()
+    return order
+
+
+def _accumulate(existing, new):
+    return new if existing is None else existing + new
+
+
+def run_backward(root, grad, retain_graph: bool = False) -> None:
+    """Reverse-mode sweep from Tensor ``root`` seeded with array ``grad``.
+
+    Each node runs once, in reverse topological order, with the sum of the gradients that reached
+    each of its outputs; leaf Tensors that require grad accumulate into ``.grad``.
+    """
+    from .tensor import Tensor
+
+    if root._node is None:
+        if root.requires_grad:
+            root._accumulate_grad(grad)
+        return
+    pending: dict = {id(root._node): [None] * root._node.n_outputs}
+    pending[id(root._node)][root._output_index] = grad
+    for node in _topological_order(root._node):
+        grads = pending.pop(id(node), None)
+        if grads is None:
+            continue
+        if node.freed:
+            raise RuntimeError(
+                f"trying to backward through {node!r} a second time: the graph was freed after the "
+                "first backward; pass retain_graph=True to the first backward"
+            )
+        if any(g is None for g in grads):
+            grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
+        in_grads = node.fn.backward(node.ctx, *grads)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        if len(in_grads) < len(node.inputs):
+            in_grads = tuple(in_grads) + (None,) * (len(node.inputs) - len(in_grads))
+        for t, g in zip(node.inputs, in_grads):
+            if t is None or g is None or not t.requires_grad:
+                continue
+            if isinstance(g, Tensor):
+                g = g.data
+            if tuple(g.shape) != tuple(t.shape):
+                raise RuntimeError(
+                    f"{node.fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
+                    f"input of shape {tuple(t.shape)}"
+                )
+            if t._retains_grad and t._node is not None:
+                t._accumulate_grad(g)
+            if t._node is None:
+                t._accumulate_grad(g)
+            else:
+                slots = pending.setdefault(id(t._node), [None] * t._node.n_outputs)
+                slots[t._output_index] = _accumulate(slots[t._output_index], g)
+        if not retain_graph:
+            node.ctx._saved = None
+            node.freed = True
+
+
+def _zeros_like_meta(node, index, grads):
+    shape, dtype = node.out_meta[index]
+    ref = next(g for g in grads if g is not None)
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(ref)
+    return xp.zeros(shape, dtype=dtype, device=ref.device)

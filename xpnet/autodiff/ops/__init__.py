@@ -1,0 +1,3 @@
+"""Differentiable operations (filled in by the ops modules)."""
+
+__all__: list = []

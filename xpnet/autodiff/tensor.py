@@ -1,0 +1,286 @@
+"""Tensor: one backend array plus what reverse- and forward-mode differentiation need."""
+
+from __future__ import annotations
+
+import math
+
+from ..backends import (
+    backend_name_of,
+    backend_of,
+    dtype_name,
+    get_backend,
+    is_float_dtype,
+    register_transfer,
+    to_numpy,
+)
+from ..backends import transfer as _transfer
+from . import function as _function
+
+
+def _ops():
+    from . import ops
+
+    return ops
+
+
+class Tensor:
+    """A raw array of the current backend (``.data``) with autodiff bookkeeping.
+
+    ``.grad`` is a Tensor without history (as in PyTorch): ``p.grad.data`` is an array.
+    """
+
+    __array_priority__ = 1000  # NumPy defers ``ndarray + Tensor`` to Tensor.__radd__
+
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_output_index", "_retains_grad",
+                 "_tangent", "__weakref__", "__dict__")
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif backend_name_of(data) is None:
+            data = get_backend().asarray(data)
+        self.data = data
+        self.grad = None
+        self._node = None
+        self._output_index = 0
+        self._retains_grad = False
+        self._tangent = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_op(cls, data, node, index):
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._node = node
+        t._output_index = index
+        t._retains_grad = False
+        t._tangent = None
+        t.requires_grad = True
+        return t
+
+    # -- metadata ------------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return math.prod(self.data.shape)
+
+    def numel(self):
+        return self.size
+
+    def dim(self):
+        return self.ndim
+
+    @property
+    def device(self):
+        return "cpu" if backend_name_of(self.data) == "numpy" else self.data.device
+
+    @property
+    def backend(self):
+        return backend_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    @property
+    def T(self):
+        return _ops().transpose(self)
+
+    @property
+    def mT(self):
+        return _ops().transpose(self, -2, -1)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        body = repr(to_numpy(self.data)).replace("array(", "tensor(", 1)
+        extra = []
+        if self._node is not None:
+            extra.append(f"grad_fn={self._node!r}")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        backend = backend_of(self.data)
+        if backend.name != "numpy":
+            extra.append(f"backend={backend}")
+        if extra:
+            body = body[:-1] + ", " + ", ".join(extra) + ")"
+        return body
+
+    # -- autodiff -------------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True):
+        if requires_grad and not is_float_dtype(self.data.dtype):
+            raise TypeError(
+                f"only floating-point Tensors can require gradients, got dtype {dtype_name(self.data.dtype)}"
+            )
+        if not requires_grad and self._node is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf Tensor; use .detach() instead")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf Tensor after backward."""
+        self._retains_grad = True
+        return self
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Reverse-mode sweep from this Tensor; ``grad`` defaults to 1 for a one-element Tensor."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this Tensor does not require grad and has no graph")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implied only for a one-element output, got shape {self.shape}; "
+                    "pass grad= of the same shape"
+                )
+            xp = self.backend.xp
+            grad = xp.ones(self.data.shape, dtype=self.data.dtype, device=self.data.device)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            if backend_name_of(grad) is None:
+                grad = self.backend.asarray(grad, dtype=self.data.dtype)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
+        _function.run_backward(self, grad, retain_graph=retain_graph)
+
+    def _accumulate_grad(self, g) -> None:
+        if self.grad is None:
+            # a fresh array: the caller's gradient may be a view another node still uses
+            self.grad = Tensor(g + 0 if g is not None else g)
+        else:
+            self.grad = Tensor(self.grad.data + g)
+
+    def detach(self):
+        return Tensor(self.data)
+
+    def detach_(self):
+        self._node = None
+        self.requires_grad = False
+        return self
+
+    # -- conversion ------------------------------------------------------------------------------
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: only one-element Tensors convert to a Python number, got shape {self.shape}")
+        value = to_numpy(self.data).reshape(())
+        return value.item()
+
+    def tolist(self):
+        return to_numpy(self.data).tolist()
+
+    def numpy(self):
+        """A host NumPy copy of the data."""
+        return to_numpy(self.data).copy()
+
+    def __array__(self, dtype=None, copy=None):
+        arr = to_numpy(self.data)
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __index__(self):
+        return int(self.item())
+
+    def to(self, backend=None, device=None, dtype=None):
+        """A copy on another backend/device (and/or dtype); differentiable for a dtype-only cast."""
+        out = self
+        if backend is not None or device is not None:
+            moved = _transfer.to_device(self.data, backend=backend, device=device)
+            out = Tensor(moved, requires_grad=self.requires_grad and self._node is None)
+        if dtype is not None:
+            out = _ops().astype(out, dtype)
+        return out
+
+    def astype(self, dtype):
+        return _ops().astype(self, dtype)
+
+    def float(self):
+        return _ops().astype(self, "float32")
+
+    def double(self):
+        return _ops().astype(self, "float64")
+
+    # -- in-place helpers for optimizers and init (no graph) -------------------------------------
+    def zero_(self):
+        xp = self.backend.xp
+        self.data = xp.zeros_like(self.data)
+        return self
+
+    def copy_(self, other):
+        src = other.data if isinstance(other, Tensor) else other
+        if backend_name_of(src) is None:
+            src = self.backend.asarray(src, dtype=self.data.dtype)
+        xp = self.backend.xp
+        if tuple(src.shape) != self.shape:
+            src = xp.broadcast_to(src, self.shape)
+        self.data = xp.astype(src, self.data.dtype, copy=True)
+        return self
+
+
+def _binary(name, reflected=False):
+    def method(self, other):
+        fn = getattr(_ops(), name)
+        return fn(other, self) if reflected else fn(self, other)
+
+    method.__name__ = f"__{'r' if reflected else ''}{name}__"
+    return method
+
+
+for _name, _op in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"),
+                   ("pow", "pow"), ("matmul", "matmul")):
+    setattr(Tensor, f"__{_name}__", _binary(_op))
+    setattr(Tensor, f"__r{_name}__", _binary(_op, reflected=True))
+for _name, _op in (("eq", "eq"), ("ne", "ne"), ("lt", "lt"), ("le", "le"), ("gt", "gt"), ("ge", "ge")):
+    setattr(Tensor, f"__{_name}__", _binary(_op))
+Tensor.__hash__ = object.__hash__
+Tensor.__neg__ = lambda self: _ops().neg(self)
+Tensor.__abs__ = lambda self: _ops().abs(self)
+Tensor.__getitem__ = lambda self, index: _ops().getitem(self, index)
+
+
+def _method(name):
+    def method(self, *args, **kwargs):
+        return getattr(_ops(), name)(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip", "sum", "mean", "max",
+              "min", "var", "std", "reshape", "transpose", "permute", "flatten", "squeeze", "unsqueeze",
+              "logsumexp", "softmax", "log_softmax", "maximum", "minimum", "argmax", "argmin", "view",
+              "expand", "square", "split"):
+    setattr(Tensor, _name, _method(_name))
+Tensor.clamp = Tensor.clip
+
+
+def _move_tensor(t, backend, device):
+    return t.to(backend=backend, device=device)
+
+
+register_transfer(Tensor, _move_tensor)

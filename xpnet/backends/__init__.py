@@ -1,0 +1,222 @@
+"""Backend registry and selection.
+
+A backend is an Array-API namespace on one device with a seeded generator and a table of optional
+fast kernels. The current backend is chosen by ``XPNET_BACKEND`` / ``XPNET_DEVICE`` at import,
+``set_backend`` (process-wide) or ``use_backend`` (a context, local to the thread or task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+import threading
+
+from .base import Backend, HostRNG, register_kernel
+from .dtypes import (
+    DType,
+    dtype_name,
+    get_default_dtype,
+    is_float_dtype,
+    resolve_dtype,
+    set_default_dtype,
+)
+from .errors import BackendUnavailableError, DeviceMismatchError
+
+BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch")
+_MODULES = {
+    "numpy": "numpy_backend",
+    "cupy": "cupy_backend",
+    "array_api_strict": "strict_backend",
+    "torch": "torch_backend",
+}
+_ALIASES = {"np": "numpy", "strict": "array_api_strict", "array-api-strict": "array_api_strict",
+            "pytorch": "torch", "cuda": "cupy"}
+
+_lock = threading.RLock()
+_instances: dict = {}
+_probe_cache: dict = {}
+_seed = 0
+_global: Backend | None = None
+_context: contextvars.ContextVar = contextvars.ContextVar("xpnet_backend", default=None)
+
+
+def _module(name):
+    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+
+
+def canonical_name(name: str) -> str:
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BACKEND_NAMES and key != "auto":
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)} or auto")
+    return key
+
+
+def unavailable_reason(name: str) -> str | None:
+    """None when the backend can be used here, else a one-line reason."""
+    name = canonical_name(name)
+    if name not in _probe_cache:
+        _probe_cache[name] = _module(name).probe()
+    return _probe_cache[name]
+
+
+def available_backends() -> dict:
+    """Every backend with ``None`` when usable or the reason it is not, e.g.
+    ``{'numpy': None, 'cupy': "not installed (pip install 'xpnet[cuda12]' ...)", ...}``."""
+    return {name: unavailable_reason(name) for name in BACKEND_NAMES}
+
+
+def _resolve(name, device) -> Backend:
+    name = canonical_name(name)
+    if name == "auto":
+        name = "cupy" if unavailable_reason("cupy") is None else "numpy"
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+    module = _module(name)
+    _, label = module.parse_device(device)
+    key = (name, label)
+    with _lock:
+        backend = _instances.get(key)
+        if backend is None:
+            backend = module.make(device)
+            backend.rng.seed(_derived_seed(key))
+            _instances[key] = backend
+    return backend
+
+
+def _derived_seed(key) -> int:
+    # one seed for the process; every backend instance draws the same stream from it
+    return _seed
+
+
+def get_backend(name=None, device=None) -> Backend:
+    """The current backend, or the one named (created on first use)."""
+    if name is not None:
+        return _resolve(name, device)
+    current = _context.get()
+    if current is not None:
+        return current
+    global _global
+    if _global is None:
+        with _lock:
+            if _global is None:
+                _global = _from_environment()
+    return _global
+
+
+def set_backend(name, device=None) -> Backend:
+    """Make a backend current for the whole process (threads without a ``use_backend`` see it)."""
+    global _global
+    backend = _resolve(name, device)
+    _global = backend
+    return backend
+
+
+@contextlib.contextmanager
+def use_backend(name, device=None):
+    """``with xpnet.use_backend('array_api_strict', 'device1'):`` — current inside the block only.
+
+    The choice lives in a context variable: other threads and asyncio tasks are unaffected, and
+    nested blocks restore the outer choice on exit.
+    """
+    backend = name if isinstance(name, Backend) else _resolve(name, device)
+    token = _context.set(backend)
+    try:
+        yield backend
+    finally:
+        _context.reset(token)
+
+
+def _from_environment() -> Backend:
+    name = os.environ.get("XPNET_BACKEND", "").strip() or "numpy"
+    device = os.environ.get("XPNET_DEVICE", "").strip() or None
+    return _resolve(name, device)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every backend's generator (existing and future) so runs repeat on the same backend."""
+    global _seed
+    _seed = int(seed)
+    with _lock:
+        for key, backend in _instances.items():
+            backend.rng.seed(_derived_seed(key))
+
+
+def backend_name_of(array) -> str | None:
+    """'numpy', 'cupy', 'array_api_strict' or 'torch' for a raw array; None for anything else."""
+    module = type(array).__module__
+    if module.startswith("numpy"):
+        return "numpy"
+    if module.startswith("array_api_strict"):
+        return "array_api_strict"
+    if module.startswith("cupy"):
+        return "cupy"
+    if module.startswith("torch"):
+        return "torch"
+    return None
+
+
+def backend_of(array) -> Backend:
+    """The Backend instance (namespace and device) that a raw array lives on."""
+    name = backend_name_of(array)
+    if name is None:
+        raise TypeError(f"expected an array of a supported backend, got {type(array).__name__}")
+    return _resolve(name, array.device if name != "numpy" else "cpu")
+
+
+def describe_device(array) -> str:
+    """'numpy:cpu', 'cupy:0', 'array_api_strict:device1', 'torch:cuda:0'."""
+    name = backend_name_of(array)
+    if name is None:
+        return type(array).__name__
+    if name == "numpy":
+        return "numpy:cpu"
+    if name == "array_api_strict":
+        return f"array_api_strict:{_module(name)._label(array.device)}"
+    if name == "cupy":
+        return f"cupy:{array.device.id}"
+    return f"torch:{array.device}"
+
+
+def _device_key(array):
+    name = backend_name_of(array)
+    if name is None:
+        return None
+    return describe_device(array)
+
+
+def check_same_device(*arrays, op: str = "operation") -> None:
+    """Raise DeviceMismatchError, naming ``op`` and both devices, if the arrays do not all live on
+    one backend and device. Python scalars and None are ignored."""
+    first = None
+    first_index = None
+    for index, array in enumerate(arrays):
+        if array is None or isinstance(array, (int, float, complex, bool)):
+            continue
+        if backend_name_of(array) is None and hasattr(array, "data"):
+            array = array.data  # a Tensor: compare the array it wraps
+        key = _device_key(array)
+        if key is None:
+            continue
+        if first is None:
+            first, first_index = key, index
+        elif key != first:
+            raise DeviceMismatchError(
+                f"{op}: inputs are on different devices: {first} (argument {first_index}) and "
+                f"{key} (argument {index}); move them to one device with xpnet.to_device(x, backend=..., device=...)"
+            )
+
+
+from .transfer import device_of, register_transfer, to_device, to_numpy  # noqa: E402
+
+__all__ = [
+    "Backend", "HostRNG", "register_kernel", "DType", "dtype_name", "get_default_dtype",
+    "set_default_dtype", "is_float_dtype", "resolve_dtype", "BackendUnavailableError",
+    "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",
+    "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of",
+    "describe_device", "check_same_device", "to_device", "to_numpy", "device_of",
+    "register_transfer",
+]

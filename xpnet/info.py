@@ -1,0 +1,74 @@
+"""``xpnet info``: versions, backends, CUDA devices and BLAS, for bug reports."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+
+def _version(module_name):
+    try:
+        module = __import__(module_name)
+    except Exception:
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def _cuda_lines():
+    lines = []
+    try:
+        import cupy
+    except Exception:
+        return ["CUDA: CuPy not installed"]
+    try:
+        runtime = cupy.cuda.runtime
+        lines.append(f"CUDA runtime: {runtime.runtimeGetVersion()}  driver: {runtime.driverGetVersion()}")
+        for index in range(runtime.getDeviceCount()):
+            props = runtime.getDeviceProperties(index)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            memory = props["totalGlobalMem"] / 2**30
+            lines.append(f"  cuda:{index}  {name}  {memory:.1f} GiB  compute capability "
+                         f"{props['major']}.{props['minor']}")
+    except Exception as exc:
+        lines.append(f"CUDA: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    return lines
+
+
+def _blas_lines():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["BLAS: threadpoolctl not installed (pip install threadpoolctl to show it)"]
+    lines = []
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            lines.append(f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
+                         f"({pool.get('architecture') or '?'}, {pool.get('num_threads')} threads) "
+                         f"from {pool.get('prefix')}")
+    return lines or ["BLAS: none found by threadpoolctl"]
+
+
+def info_text() -> str:
+    import xpnet
+    from .backends import available_backends, get_backend
+
+    lines = [
+        f"xpnet: {xpnet.__version__}",
+        f"Python: {platform.python_version()} ({sys.executable})",
+        f"platform: {platform.platform()}",
+        f"NumPy: {_version('numpy')}",
+        f"array-api-compat: {_version('array_api_compat')}",
+        f"array-api-strict: {_version('array_api_strict') or 'not installed'}",
+        f"CuPy: {_version('cupy') or 'not installed'}",
+        f"PyTorch: {_version('torch') or 'not installed'}",
+    ]
+    lines += _cuda_lines()
+    lines += _blas_lines()
+    lines.append("backends:")
+    for name, reason in available_backends().items():
+        lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")
+    try:
+        lines.append(f"selected: {get_backend()}")
+    except Exception as exc:
+        lines.append(f"selected: none ({exc})")
+    return "\n".join(lines)
