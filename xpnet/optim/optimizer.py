@@ -1,0 +1,328 @@
+"""Optimizer: parameter groups, per-parameter state, and one fused update per parameter.
+
+A subclass supplies ``init_state(w, group)`` (the fresh state of one parameter, as a dict of
+arrays and a ``step`` count) and ``update(w, g, state, group)``: the whole update rule of one
+parameter over raw arrays of its namespace, returning the new parameter array. The update may
+overwrite the state arrays in place (they belong to the optimizer alone); it never writes into
+``w`` or ``g``: the parameter's ``.data`` is replaced by the returned array.
+
+A backend may register a faster version of an update under ``kernel_name`` (for example
+``register_kernel("cupy", "adam_step")``); it has the same signature, must give the same numbers,
+and replaces the generic update unless the group says ``fused=False``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+from ..autodiff.function import enable_grad
+from ..backends import backend_name_of, backend_of, dtype_name, is_float_dtype, register_transfer, to_numpy
+from ..backends import cupy_optim_kernels  # noqa: F401  -- registers the CuPy fast paths (CuPy imported lazily)
+from ..backends import transfer as _transfer
+
+
+def _is_parameter(obj) -> bool:
+    return hasattr(obj, "data") and hasattr(obj, "grad") and not isinstance(obj, dict)
+
+
+def _grad_array(p):
+    """The raw gradient array of a parameter, or None when it has none."""
+    grad = p.grad
+    if grad is None:
+        return None
+    return grad if backend_name_of(grad) is not None else grad.data
+
+
+def _shape(array) -> tuple:
+    return tuple(array.shape)
+
+
+class Optimizer:
+    """Base class: ``Optimizer(params, defaults)``.
+
+    ``params`` is an iterable of parameters (objects with ``.data`` and ``.grad``, e.g. Tensors
+    with ``requires_grad=True`` or ``nn.Parameter``) or of dicts, each a parameter group
+    ``{'params': [...], 'lr': ...}`` whose missing options take ``defaults``.
+
+    ``param_groups``  the groups (dicts); ``param_groups[i]['lr']`` is the live learning rate,
+                      read at every step and written by the learning-rate schedulers
+    ``state``         per parameter (keyed by the parameter object): a dict of arrays and ``step``
+    """
+
+    kernel_name: str | None = None
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.state: dict = {}
+        self.param_groups: list = []
+        name = type(self).__name__
+        if _is_parameter(params) or backend_name_of(params) is not None:
+            raise TypeError(
+                f"{name}: params must be an iterable of Tensors or of dicts (parameter groups), "
+                f"got a single {type(params).__name__}; pass [tensor] or model.parameters()"
+            )
+        if isinstance(params, set):
+            raise TypeError(f"{name}: params must be an ordered iterable (list, generator), got a set")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{name}: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- groups -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own options (missing ones take the defaults)."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{name}.add_param_group: expected a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(f"{name}.add_param_group: the group has no 'params' entry")
+        params = param_group["params"]
+        if _is_parameter(params):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(f"{name}: a parameter group's params must be ordered (a list), got a set")
+        else:
+            params = list(params)
+        for index, p in enumerate(params):
+            if not _is_parameter(p):
+                raise TypeError(
+                    f"{name}: parameter {index} of group {len(self.param_groups)} is a {type(p).__name__}, "
+                    "expected an object with .data and .grad (a Tensor or nn.Parameter)"
+                )
+            if not getattr(p, "is_leaf", True):
+                raise ValueError(
+                    f"{name}: parameter {index} of group {len(self.param_groups)} is not a leaf Tensor "
+                    "(it was computed from others); optimize the leaves, or .detach() it first"
+                )
+        seen = set()
+        for p in params:
+            if id(p) in seen:
+                warnings.warn(f"{name}: a parameter appears twice in one group; it will be updated twice",
+                              stacklevel=2)
+            seen.add(id(p))
+        existing = {id(p) for group in self.param_groups for p in group["params"]}
+        if existing & seen:
+            raise ValueError(f"{name}: some parameters appear in more than one parameter group")
+        group = {k: v for k, v in param_group.items() if k != "params"}
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = params
+        self._check_group(group, len(self.param_groups))
+        self.param_groups.append(group)
+
+    def _check_group(self, group: dict, index: int) -> None:
+        """Validate one group's options (subclasses add their own checks)."""
+        lr = group.get("lr", 0.0)
+        if not (isinstance(lr, (int, float)) and lr >= 0):
+            raise ValueError(f"{type(self).__name__}: invalid learning rate lr={lr!r} in group {index}; expected lr >= 0")
+        wd = group.get("weight_decay", 0.0)
+        if not (isinstance(wd, (int, float)) and wd >= 0):
+            raise ValueError(
+                f"{type(self).__name__}: invalid weight_decay={wd!r} in group {index}; expected weight_decay >= 0"
+            )
+
+    # -- the step -----------------------------------------------------------------------------
+    def init_state(self, w, group: dict) -> dict:
+        """The state of a parameter before its first update."""
+        return {}
+
+    @staticmethod
+    def update(w, g, state: dict, group: dict):
+        """Return the new parameter array (subclasses define the rule)."""
+        raise TypeError("Optimizer.update: use a subclass (SGD, Adam, ...) that defines an update rule")
+
+    def _updater(self, w, group):
+        fused = group.get("fused")
+        if self.kernel_name is None or fused is False:
+            return self.update
+        fast = backend_of(w).kernel(self.kernel_name)
+        if fast is not None:
+            return fast
+        if fused:
+            raise RuntimeError(
+                f"{type(self).__name__}(fused=True): backend {backend_of(w)} has no '{self.kernel_name}' "
+                "kernel; use fused=None (fast path where one exists) or fused=False"
+            )
+        return self.update
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. ``closure`` (optional) re-evaluates
+        the model and returns the loss, computed with gradients enabled; step returns it."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = _grad_array(p)
+                if g is None:
+                    continue
+                w = p.data
+                state = self.state.get(p)
+                if state is None:
+                    state = self.init_state(w, group)
+                if "step" in state:
+                    state["step"] += 1
+                p.data = self._updater(w, group)(w, g, state, group)
+                if state:
+                    self.state[p] = state
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients: drop them (default) or fill them with zeros."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                g = _grad_array(p)
+                zeros = backend_of(g).xp.zeros_like(g)
+                if backend_name_of(p.grad) is not None:
+                    p.grad = zeros
+                else:
+                    p.grad.data = zeros
+
+    # -- state dict ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """PyTorch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}``.
+
+        Parameters are numbered in group order from 0. Unlike PyTorch, the state arrays are copies:
+        the dict is a snapshot that later steps (which update the state in place) do not change.
+        """
+        index_of: dict = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            indices = []
+            for p in group["params"]:
+                index_of.setdefault(id(p), len(index_of))
+                indices.append(index_of[id(p)])
+            packed["params"] = indices
+            groups.append(packed)
+        state = {}
+        for p, entry in self.state.items():
+            if id(p) in index_of:
+                state[index_of[id(p)]] = {k: _snapshot(v) for k, v in entry.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what ``state_dict()`` returned (or a PyTorch optimizer's state dict).
+
+        Everything is checked before anything changes: the number of groups, the number of
+        parameters in each, and every state array's shape against its parameter's. On a mismatch
+        a ValueError names the group and parameter index and the optimizer is left as it was.
+        State arrays move to their parameter's backend and device and take its dtype.
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' keys")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{name}.load_state_dict: the state dict has {len(saved_groups)} parameter groups, "
+                f"this optimizer has {len(self.param_groups)}"
+            )
+        where: dict = {}  # saved index -> (parameter, group index, position in group)
+        for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: parameter group {gi} has {len(saved['params'])} parameters "
+                    f"in the state dict, {len(group['params'])} in this optimizer"
+                )
+            for pi, (index, p) in enumerate(zip(saved["params"], group["params"])):
+                where[int(index)] = (p, gi, pi)
+        new_state: dict = {}
+        for key, entry in state_dict["state"].items():
+            if int(key) not in where:
+                raise ValueError(f"{name}.load_state_dict: state for parameter index {key}, which no group lists")
+            p, gi, pi = where[int(key)]
+            new_state[p] = {k: _restore_value(k, v, p, gi, pi, name) for k, v in entry.items()}
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            restored = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            for key, value in self.defaults.items():
+                restored.setdefault(key, value)
+            restored["params"] = group["params"]
+            new_groups.append(restored)
+        self.state = new_state
+        self.param_groups = new_groups
+
+    # -- display ------------------------------------------------------------------------------
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _snapshot(value):
+    if backend_name_of(value) is not None:
+        return backend_of(value).xp.asarray(value, copy=True)
+    return copy.deepcopy(value)
+
+
+def _restore_value(key, value, p, gi, pi, name):
+    """One state entry, validated against its parameter and moved onto it."""
+    if key == "step":
+        if backend_name_of(value) is not None or hasattr(value, "data"):
+            value = to_numpy(value).reshape(()).item()
+        return int(value)
+    array = value.data if hasattr(value, "data") and backend_name_of(value.data) is not None else value
+    if backend_name_of(array) is None:
+        return copy.deepcopy(value)
+    w = p.data
+    if _shape(array) != _shape(w):
+        raise ValueError(
+            f"{name}.load_state_dict: state '{key}' of parameter {pi} in group {gi} has shape "
+            f"{_shape(array)}, expected {_shape(w)} (the parameter's shape)"
+        )
+    target = backend_of(w)
+    moved = _transfer.to_device(array, backend=target)
+    dtype = w.dtype if is_float_dtype(w.dtype) and is_float_dtype(moved.dtype) else moved.dtype
+    try:
+        # a copy: the state is updated in place and must not alias the caller's dict
+        return target.xp.astype(moved, dtype, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name}.load_state_dict: state '{key}' of parameter {pi} in group {gi} cannot take dtype "
+            f"{dtype_name(dtype)}: {exc}"
+        ) from None
+
+
+def _move_optimizer(opt, backend, device):
+    """``to_device(optimizer, ...)``: moves the state arrays; the parameters move with their model."""
+    for entry in opt.state.values():
+        for key, value in entry.items():
+            if backend_name_of(value) is not None:
+                entry[key] = _transfer.to_device(value, backend=backend, device=device)
+    return opt
+
+
+register_transfer(Optimizer, _move_optimizer)
+
+
+def effective_grad(w, g, weight_decay, maximize):
+    """``(d, owned)`` with d = ±g + λ w (minus for maximize, λ = weight_decay; PyTorch's L2 form).
+
+    ``owned`` says whether d is a fresh array the caller may overwrite; when it is False, d is the
+    caller's gradient itself and must be left alone.
+    """
+    if weight_decay != 0:
+        d = w * weight_decay
+        if maximize:
+            d -= g
+        else:
+            d += g
+        return d, True
+    if maximize:
+        return -g, True
+    return g, False
