@@ -18,6 +18,8 @@ import contextvars
 
 from ..backends import backend_name_of, check_same_device
 
+Tensor = None  # xpnet.autodiff.tensor sets this on import (the two modules need each other)
+
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
 
@@ -125,31 +127,39 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **config):
-        from .tensor import Tensor
-
         raw = []
         tensor_inputs = []
         any_requires = False
-        arrays_for_check = []
+        first = None  # the first array seen; a second array on another device triggers the check
+        mixed = False
         for a in args:
             if isinstance(a, Tensor):
-                raw.append(a.data)
+                d = a.data
+                raw.append(d)
                 tensor_inputs.append(a)
-                arrays_for_check.append(a.data)
-                any_requires = any_requires or a.requires_grad
+                if a.requires_grad:
+                    any_requires = True
             else:
                 raw.append(a)
                 tensor_inputs.append(None)
-                if backend_name_of(a) is not None:
-                    arrays_for_check.append(a)
-        if len(arrays_for_check) > 1:
-            check_same_device(*arrays_for_check, op=cls.__name__)
+                if a is None or isinstance(a, _PLAIN) or backend_name_of(a) is None:
+                    continue
+                d = a
+            if first is None:
+                first = d
+            elif not mixed and (type(d) is not type(first) or d.device != first.device):
+                mixed = True
+        if mixed:
+            check_same_device(*[a for a in raw if a is not None and not isinstance(a, _PLAIN)],
+                              op=cls.__name__)
 
         record = any_requires and cls.differentiable and _grad_enabled.get()
-        needs = tuple(t is not None and t.requires_grad for t in tensor_inputs)
-        ctx = Context(needs)
-        out = cls.forward(ctx, *raw, **config)
-        multi = isinstance(out, tuple)
+        ctx = Context(tuple(t is not None and t.requires_grad for t in tensor_inputs))
+        try:
+            out = cls.forward(ctx, *raw, **config)
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise _named(exc, cls.__name__) from exc
+        multi = type(out) is tuple
         outs = out if multi else (out,)
 
         if record:
@@ -157,9 +167,10 @@ class Function:
                         tuple((o.shape, o.dtype) for o in outs))
             results = tuple(Tensor._from_op(o, node, i) for i, o in enumerate(outs))
         else:
-            results = tuple(Tensor(o) for o in outs)
+            results = tuple(Tensor._wrap(o) for o in outs)
 
-        if _forward_mode.get() and any(t is not None and t._tangent is not None for t in tensor_inputs):
+        if (_forward_mode.get() and cls.differentiable
+                and any(t is not None and t._tangent is not None for t in tensor_inputs)):
             if cls.jvp is None:
                 raise TypeError(f"{cls.__name__} has no jvp rule: forward-mode differentiation through it is not supported")
             tangents = tuple(None if t is None else t._tangent for t in tensor_inputs)
@@ -168,6 +179,21 @@ class Function:
             for r, tan in zip(results, tan_out):
                 r._tangent = tan
         return results if multi else results[0]
+
+
+_PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsis))
+
+
+def _named(exc, op):
+    """``exc`` with its message prefixed by the operation's name, unless it already names one."""
+    message = str(exc)
+    head = message.split(":", 1)[0]
+    if ":" in message and head and " " not in head.strip():
+        return exc
+    try:
+        return type(exc)(f"{op}: {message}")
+    except Exception:  # an exception type with a custom constructor: keep it as it is
+        return exc
 
 
 def _topological_order(root_node):
@@ -201,8 +227,6 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
     Each node runs once, in reverse topological order, with the sum of the gradients that reached
     each of its outputs; leaf Tensors that require grad accumulate into ``.grad``.
     """
-    from .tensor import Tensor
-
     if root._node is None:
         if root.requires_grad:
             root._accumulate_grad(grad)
@@ -220,7 +244,10 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
             )
         if any(g is None for g in grads):
             grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
-        in_grads = node.fn.backward(node.ctx, *grads)
+        try:
+            in_grads = node.fn.backward(node.ctx, *grads)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise _named(exc, f"{node.fn.__name__}.backward") from exc
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         if len(in_grads) < len(node.inputs):
@@ -230,7 +257,7 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 continue
             if isinstance(g, Tensor):
                 g = g.data
-            if tuple(g.shape) != tuple(t.shape):
+            if g.shape != t.data.shape and tuple(g.shape) != tuple(t.data.shape):
                 raise RuntimeError(
                     f"{node.fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
                     f"input of shape {tuple(t.shape)}"

@@ -17,10 +17,16 @@ from ..backends import transfer as _transfer
 from . import function as _function
 
 
-def _ops():
-    from . import ops
+_OPS = None
 
-    return ops
+
+def _ops():
+    global _OPS
+    if _OPS is None:
+        from . import ops
+
+        _OPS = ops
+    return _OPS
 
 
 class Tensor:
@@ -48,6 +54,19 @@ class Tensor:
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, data):
+        """A Tensor around a raw array that is known to be one (no checks, no copy)."""
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._node = None
+        t._output_index = 0
+        t._retains_grad = False
+        t._tangent = None
+        t.requires_grad = False
+        return t
 
     @classmethod
     def _from_op(cls, data, node, index):
@@ -164,9 +183,9 @@ class Tensor:
     def _accumulate_grad(self, g) -> None:
         if self.grad is None:
             # a fresh array: the caller's gradient may be a view another node still uses
-            self.grad = Tensor(g + 0 if g is not None else g)
+            self.grad = Tensor._wrap(g + 0)
         else:
-            self.grad = Tensor(self.grad.data + g)
+            self.grad = Tensor._wrap(self.grad.data + g)
 
     def detach(self):
         return Tensor(self.data)
@@ -277,6 +296,9 @@ for _name in ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip", "s
               "expand", "square", "split"):
     setattr(Tensor, _name, _method(_name))
 Tensor.clamp = Tensor.clip
+
+
+_function.Tensor = Tensor
 
 
 def _move_tensor(t, backend, device):
