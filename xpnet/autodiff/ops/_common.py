@@ -1,0 +1,149 @@
+"""Helpers shared by the op families: namespace lookup, broadcasting reduction, axis handling."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from ...backends import backend_name_of, get_backend, resolve_dtype
+from ..tensor import Tensor
+
+# array_namespace() costs microseconds per call; the namespace depends only on the array type.
+_NAMESPACES: dict = {}
+
+
+def namespace(a):
+    """The Array-API namespace of raw array ``a`` (cached per array type)."""
+    kind = type(a)
+    xp = _NAMESPACES.get(kind)
+    if xp is None:
+        xp = array_namespace(a)
+        _NAMESPACES[kind] = xp
+    return xp
+
+
+def namespace_of(*values):
+    """The namespace of the first raw array among ``values`` (Python scalars are skipped)."""
+    for v in values:
+        if v is not None and not isinstance(v, (int, float, bool)):
+            return namespace(v)
+    raise TypeError("expected at least one array argument")
+
+
+def unbroadcast(grad, shape, dtype=None):
+    """Sum ``grad`` back to ``shape``: the gradient of an operand that broadcasting expanded.
+
+    Leading axes that broadcasting added are summed away; axes where ``shape`` has 1 and ``grad``
+    does not are summed with keepdims. A ``dtype`` differing from grad's (mixed-precision
+    operands, promoted in forward) is cast back so each input gets a gradient of its own dtype.
+    """
+    shape = tuple(shape)
+    if tuple(grad.shape) != shape:
+        xp = namespace(grad)
+        extra = grad.ndim - len(shape)
+        if extra > 0:
+            grad = xp.sum(grad, axis=tuple(range(extra)))
+        axes = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
+        if axes:
+            grad = xp.sum(grad, axis=axes, keepdims=True)
+    if dtype is not None and grad.dtype != dtype:
+        grad = namespace(grad).astype(grad, dtype)
+    return grad
+
+
+def expand_to(t, shape):
+    """Broadcast a tangent to the output ``shape`` (forward mode's counterpart of unbroadcast)."""
+    if tuple(t.shape) == tuple(shape):
+        return t
+    return namespace(t).broadcast_to(t, tuple(shape))
+
+
+def add_tangents(*terms):
+    """Sum of the tangent terms that are not None (None: that input carried no tangent)."""
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else total + term
+    return total
+
+
+def raw(x):
+    """The raw array of a Tensor, or ``x`` itself."""
+    return x.data if isinstance(x, Tensor) else x
+
+
+def shape_of(x):
+    """Shape of an array or Tensor; () for a Python number."""
+    if isinstance(x, (int, float, bool)):
+        return ()
+    return tuple(x.shape)
+
+
+def dtype_of(x):
+    return None if isinstance(x, (int, float, bool)) else x.dtype
+
+
+def normalize_axis(axis, ndim: int, op: str):
+    """``axis`` (None, an int or a sequence) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (list, tuple)):
+        axes = tuple(int(a) for a in axis)
+    else:
+        axes = (int(axis),)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for an input of {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def normalize_dim(axis, ndim: int, op: str) -> int:
+    """One axis as a non-negative int."""
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for an input of {ndim} dimensions")
+    return axis % ndim
+
+
+def pick_axis(op, axis, dim, default=None):
+    """Resolve the Array-API ``axis=`` and PyTorch's ``dim=`` spellings of one argument."""
+    if dim is not None:
+        if axis is not None and axis != dim:
+            raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; pass one of them")
+        return dim
+    return default if axis is None else axis
+
+
+def pick_keepdims(op, keepdims, keepdim):
+    if keepdim is not None:
+        if keepdims is not None and bool(keepdims) != bool(keepdim):
+            raise TypeError(f"{op}: got both keepdims={keepdims!r} and keepdim={keepdim!r}")
+        return bool(keepdim)
+    return bool(keepdims)
+
+
+def keepdims_shape(shape, axes):
+    """``shape`` with each of ``axes`` set to 1 (the keepdims shape of a reduction)."""
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def as_index_array(index, like):
+    """An integer index (Tensor, raw array, list or tuple of ints) as an int64 array on the device
+    and in the namespace of raw array ``like``."""
+    if isinstance(index, Tensor):
+        index = index.data
+    xp = namespace(like)
+    if backend_name_of(index) is None:
+        index = xp.asarray(index, dtype=xp.int64, device=like.device)
+    return index
+
+
+def native_dtype(xp, dtype):
+    return resolve_dtype(xp, dtype)
+
+
+def current_xp():
+    return get_backend().xp
