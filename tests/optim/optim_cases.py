@@ -1,0 +1,106 @@
+"""The fixed problem the optimizer tests share (imported by the test_optim_* files).
+
+Least squares with a bias: L(W, c) = ½ mean((A W + c - B)²) over a fixed data set, float64, two
+parameters (W of shape (4, 2), c of shape (2,)). Gradients are written out here for xpnet (over the
+backend's arrays) and taken by autograd for PyTorch, so the two sides share nothing but the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import xpnet
+import xpnet.optim
+
+_rng = np.random.default_rng(7)
+A = _rng.normal(size=(12, 4))
+B = _rng.normal(size=(12, 2))
+W0 = _rng.normal(size=(4, 2))
+C0 = np.array([0.3, -0.2])
+STEPS = 50
+
+# (id, optimizer class name, options): every option of every optimizer is switched on in some case
+CASES = [
+    ("sgd", "SGD", dict(lr=0.1)),
+    ("sgd-momentum", "SGD", dict(lr=0.1, momentum=0.9)),
+    ("sgd-dampening", "SGD", dict(lr=0.1, momentum=0.9, dampening=0.3)),
+    ("sgd-nesterov", "SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("sgd-weight-decay", "SGD", dict(lr=0.1, momentum=0.5, weight_decay=0.05)),
+    ("sgd-maximize", "SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.05, maximize=True)),
+    ("adagrad", "Adagrad", dict(lr=0.1)),
+    ("adagrad-lr-decay", "Adagrad", dict(lr=0.1, lr_decay=0.05)),
+    ("adagrad-weight-decay", "Adagrad", dict(lr=0.1, weight_decay=0.05)),
+    ("adagrad-accumulator", "Adagrad", dict(lr=0.1, initial_accumulator_value=0.2, eps=1e-3)),
+    ("adagrad-maximize", "Adagrad", dict(lr=0.1, weight_decay=0.05, maximize=True)),
+    ("rmsprop", "RMSprop", dict(lr=0.01)),
+    ("rmsprop-alpha-eps", "RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-3)),
+    ("rmsprop-momentum", "RMSprop", dict(lr=0.01, momentum=0.8)),
+    ("rmsprop-centered", "RMSprop", dict(lr=0.01, centered=True)),
+    ("rmsprop-centered-momentum", "RMSprop", dict(lr=0.01, centered=True, momentum=0.8, weight_decay=0.05)),
+    ("rmsprop-maximize", "RMSprop", dict(lr=0.01, momentum=0.5, maximize=True)),
+    ("adam", "Adam", dict(lr=0.05)),
+    ("adam-betas-eps", "Adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3)),
+    ("adam-weight-decay", "Adam", dict(lr=0.05, weight_decay=0.1)),
+    ("adam-amsgrad", "Adam", dict(lr=0.05, amsgrad=True)),
+    ("adam-maximize", "Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True, maximize=True)),
+    ("adam-no-bias-correction", "Adam", dict(lr=0.05, bias_correction=False)),
+    ("adam-no-bias-correction-amsgrad", "Adam", dict(lr=0.05, bias_correction=False, amsgrad=True,
+                                                     weight_decay=0.1)),
+    ("adamw", "AdamW", dict(lr=0.05)),
+    ("adamw-weight-decay-amsgrad", "AdamW", dict(lr=0.05, weight_decay=0.3, amsgrad=True)),
+    ("adamw-maximize", "AdamW", dict(lr=0.05, maximize=True)),
+    ("adamw-no-bias-correction", "AdamW", dict(lr=0.05, weight_decay=0.3, bias_correction=False)),
+]
+TORCH_CASES = [case for case in CASES if "bias_correction" not in case[2]]  # our extra has no torch twin
+
+
+def sign_of(options) -> float:
+    """maximize=True cases climb -L, so every trajectory descends L and stays bounded."""
+    return -1.0 if options.get("maximize") else 1.0
+
+
+def set_grads(w, c, sign):
+    """Write dL/dW and dL/dc (times sign) into w.grad and c.grad, over w's own namespace."""
+    xp = w.backend.xp
+    a = w.backend.asarray(A)
+    b = w.backend.asarray(B)
+    r = xp.matmul(a, w.data) + c.data - b
+    scale = sign / r.size
+    w.grad = xpnet.Tensor(xp.matmul(a.mT, r) * scale)
+    c.grad = xpnet.Tensor(xp.sum(r, axis=0) * scale)
+
+
+def xpnet_params():
+    return (xpnet.tensor(W0.copy(), requires_grad=True), xpnet.tensor(C0.copy(), requires_grad=True))
+
+
+def run_xpnet(name, options, steps=STEPS, params=None, optimizer=None):
+    """The trajectory [(W_t, c_t) as NumPy] of xpnet's optimizer on the current backend."""
+    w, c = params if params is not None else xpnet_params()
+    opt = optimizer if optimizer is not None else getattr(xpnet.optim, name)([w, c], **options)
+    sign = sign_of(opt.defaults)
+    out = []
+    for _ in range(steps):
+        set_grads(w, c, sign)
+        opt.step()
+        out.append((xpnet.to_numpy(w.data), xpnet.to_numpy(c.data)))
+    return out
+
+
+def run_torch(name, options, steps=STEPS):
+    """The same trajectory with torch.optim, gradients by torch autograd."""
+    import torch
+
+    a, b = torch.from_numpy(A), torch.from_numpy(B)
+    w = torch.tensor(W0, requires_grad=True)
+    c = torch.tensor(C0, requires_grad=True)
+    opt = getattr(torch.optim, name)([w, c], **options)
+    sign = sign_of(options)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sign * 0.5 * ((a @ w + c - b) ** 2).mean()
+        loss.backward()
+        opt.step()
+        out.append((w.detach().numpy().copy(), c.detach().numpy().copy()))
+    return out
