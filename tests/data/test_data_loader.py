@@ -287,3 +287,48 @@ def test_bad_arguments():
         DataLoader(counting_dataset(3), prefetch=-1)
     with pytest.raises(TypeError, match="__len__ and __getitem__"):
         DataLoader(42)
+
+
+class SlowDataset(Dataset):
+    """Each batch takes ``delay`` seconds to prepare (sleeping releases the GIL, like I/O)."""
+
+    def __init__(self, n, delay):
+        self.n, self.delay = n, delay
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        return np.zeros(1, np.float32), index
+
+    def get_batch(self, indices):
+        time.sleep(self.delay)
+        return np.zeros((len(indices), 1), np.float32), np.asarray(indices)
+
+
+def test_preparation_overlaps_with_compute():
+    delay, batches = 0.04, 10
+
+    def run(prefetch):
+        loader = DataLoader(SlowDataset(batches, delay), batch_size=1, prefetch=prefetch, backend="numpy")
+        start = time.perf_counter()
+        for _ in loader:
+            time.sleep(delay)  # the consumer's "compute"
+        return time.perf_counter() - start
+
+    serial, overlapped = run(0), run(2)
+    assert serial > 2 * delay * batches * 0.95
+    assert overlapped < 0.8 * serial, (serial, overlapped)
+
+
+def test_producer_sees_the_consumers_backend_context():
+    seen = []
+
+    class BackendProbe(SlowDataset):
+        def get_batch(self, indices):
+            seen.append(xpnet.get_backend().name)
+            return super().get_batch(indices)
+
+    with xpnet.use_backend("array_api_strict"):
+        list(DataLoader(BackendProbe(3, 0.0), batch_size=1))
+    assert seen == ["array_api_strict"] * 3

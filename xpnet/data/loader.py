@@ -16,6 +16,7 @@ backend's seeded host generator, so ``xpnet.manual_seed`` makes that repeatable 
 
 from __future__ import annotations
 
+import contextvars
 import math
 import queue
 import threading
@@ -228,7 +229,10 @@ class _LoaderIterator:
         if prefetch > 0 and self._count > 0:
             self._queue = queue.Queue(maxsize=prefetch)
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=_produce, args=(plan, self._queue, self._stop),
+            # the producer runs in a copy of the consumer's context, so a dataset or transform that
+            # asks for the current backend sees the same ``use_backend`` choice
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(_produce, plan, self._queue, self._stop),
                                             name=f"xpnet-DataLoader-epoch{epoch}", daemon=True)
             self._thread.start()
 

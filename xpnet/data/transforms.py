@@ -107,8 +107,11 @@ class RandomHorizontalFlip:
     def __call__(self, x, rng):
         _check_batch(x, "RandomHorizontalFlip")
         _check_rng(rng, "RandomHorizontalFlip")
-        flip = rng.random(x.shape[0]) < self.p
-        return np.where(flip[:, None, None, None], x[..., ::-1], x)
+        chosen = np.flatnonzero(rng.random(x.shape[0]) < self.p)
+        out = x.copy()
+        # copying only the chosen images' mirror costs half of a where() over the whole batch
+        out[chosen] = x[chosen, :, :, ::-1]
+        return out
 
     def __repr__(self):
         return f"RandomHorizontalFlip(p={self.p})"
