@@ -1,0 +1,83 @@
+"""Fully connected layer (one fused Function) and flatten."""
+
+from __future__ import annotations
+
+from ...autodiff.function import Function
+from ...autodiff.ops.shape import flatten as _flatten
+from ...backends import dtype_name
+from ._arrays import as_input, namespace, raw, shape_text
+
+
+class Affine(Function):
+    """y = x W^T + b for x of shape (..., D_in), W (D_out, D_in), b (D_out,) or None.
+
+    Backward, with G = dL/dy of shape (..., D_out) and X, G flattened to (M, D_in), (M, D_out):
+        dL/dx = G W        dL/dW = G^T X        dL/db = sum_m G[m]
+    Forward mode: dy = dx W^T + x dW^T + db.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        y = x @ w.mT
+        return y + b if b is not None else y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        xp = namespace(g)
+        need_x, need_w, need_b = (tuple(ctx.needs_input_grad) + (False, False, False))[:3]
+        dx = g @ w if need_x else None
+        dw = db = None
+        if need_w or need_b:
+            g2 = xp.reshape(g, (-1, g.shape[-1])) if g.ndim != 2 else g
+            if need_w:
+                x2 = xp.reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x
+                dw = g2.mT @ x2
+            if need_b:
+                db = xp.sum(g2, axis=0)
+        return dx, dw, db
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        x, w = ctx.saved_tensors
+        out = None
+        for term in (None if tx is None else tx @ w.mT, None if tw is None else x @ tw.mT, tb):
+            if term is not None:
+                out = term if out is None else out + term
+        return out
+
+
+def check_linear_input(x, w, b, where: str) -> None:
+    """Shape and dtype checks shared by ``F.linear`` and ``nn.Linear`` (``where`` names the layer)."""
+    xa, wa = raw(x), raw(w)
+    if wa.ndim != 2:
+        raise ValueError(f"{where}: weight must be 2-D (out_features, in_features), got {shape_text(wa.shape)}")
+    in_features = wa.shape[1]
+    if xa.ndim < 1 or xa.shape[-1] != in_features:
+        raise ValueError(f"{where}: expected input (..., {in_features}), got {shape_text(xa.shape)}")
+    if xa.dtype != wa.dtype:
+        raise TypeError(
+            f"{where}: input dtype {dtype_name(xa.dtype)} does not match weight dtype {dtype_name(wa.dtype)}; "
+            "cast the input (x.float() / x.double()) or the layer (.float() / .double()) explicitly"
+        )
+    if b is not None:
+        ba = raw(b)
+        if tuple(ba.shape) != (wa.shape[0],):
+            raise ValueError(f"{where}: bias must have shape ({wa.shape[0]},), got {shape_text(ba.shape)}")
+        if ba.dtype != wa.dtype:
+            raise TypeError(f"{where}: bias dtype {dtype_name(ba.dtype)} does not match weight dtype "
+                            f"{dtype_name(wa.dtype)}")
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight^T + bias, for input (..., in_features) and weight (out_features, in_features)."""
+    input = as_input(input, "linear")
+    check_linear_input(input, weight, bias, f"linear (weight {shape_text(raw(weight).shape)})")
+    return Affine.apply(input, weight, bias)
+
+
+def flatten(input, start_dim: int = 0, end_dim: int = -1):
+    """Merge dimensions ``start_dim`` .. ``end_dim`` (inclusive) into one, as ``torch.flatten``."""
+    return _flatten(as_input(input, "flatten"), start_dim, end_dim)
