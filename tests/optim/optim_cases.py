@@ -78,7 +78,7 @@ def run_xpnet(name, options, steps=STEPS, params=None, optimizer=None):
     """The trajectory [(W_t, c_t) as NumPy] of xpnet's optimizer on the current backend."""
     w, c = params if params is not None else xpnet_params()
     opt = optimizer if optimizer is not None else getattr(xpnet.optim, name)([w, c], **options)
-    sign = sign_of(opt.defaults)
+    sign = sign_of(opt.param_groups[0])
     out = []
     for _ in range(steps):
         set_grads(w, c, sign)

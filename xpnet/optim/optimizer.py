@@ -17,7 +17,7 @@ import copy
 import warnings
 
 from ..autodiff.function import enable_grad
-from ..backends import backend_name_of, backend_of, dtype_name, is_float_dtype, register_transfer, to_numpy
+from ..backends import backend_name_of, backend_of, check_same_device, dtype_name, is_float_dtype, register_transfer, to_numpy
 from ..backends import cupy_optim_kernels  # noqa: F401  -- registers the CuPy fast paths (CuPy imported lazily)
 from ..backends import transfer as _transfer
 
@@ -156,8 +156,8 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
                 g = _grad_array(p)
                 if g is None:
                     continue
@@ -167,10 +167,23 @@ class Optimizer:
                     state = self.init_state(w, group)
                 if "step" in state:
                     state["step"] += 1
-                p.data = self._updater(w, group)(w, g, state, group)
+                try:
+                    p.data = self._updater(w, group)(w, g, state, group)
+                except Exception:
+                    self._explain_failure(w, g, state, gi, pi)
+                    raise
                 if state:
                     self.state[p] = state
         return loss
+
+    def _explain_failure(self, w, g, state, gi, pi) -> None:
+        """After a failed update: raise DeviceMismatchError if the arrays were on different devices
+        (checked only now, so the normal step pays nothing for it)."""
+        arrays = [w, g] + [v for v in state.values() if backend_name_of(v) is not None]
+        names = ["parameter", "gradient"] + [f"state '{k}'" for k, v in state.items() if backend_name_of(v) is not None]
+        check_same_device(*arrays, op=f"{type(self).__name__}.step, parameter {pi} of group {gi} "
+                                      f"(arguments: {', '.join(names)}); after moving a model, move its "
+                                      "optimizer too with xpnet.to_device(optimizer, ...)")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients: drop them (default) or fill them with zeros."""
