@@ -65,8 +65,12 @@ def main(argv=None) -> int:
             raise
         from .backends import BackendUnavailableError
 
-        kind = "backend unavailable" if isinstance(exc, BackendUnavailableError) else type(exc).__name__
-        print(f"xpnet: {kind}: {exc}", file=sys.stderr)
+        if isinstance(exc, BackendUnavailableError):
+            print(f"xpnet: backend unavailable: {exc}", file=sys.stderr)
+        elif isinstance(exc, (ValueError, TypeError, FileNotFoundError, FloatingPointError)):
+            print(f"xpnet: error: {exc}", file=sys.stderr)
+        else:
+            print(f"xpnet: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 2
 

@@ -1,0 +1,278 @@
+"""``xpnet bench`` / ``scripts/bench.py``: training-step throughput of xpnet against PyTorch.
+
+Both frameworks run in this one process on identical architectures, weights, batches and
+optimizer (SGD, momentum 0.9), float32. After warm-up, rounds alternate between the two so that
+machine noise hits both alike; each round times ``steps`` full training steps (forward, loss,
+backward, optimizer step). Printed: median images/s of each, the ratio xpnet/PyTorch, and peak
+memory (on CPU the resident-set high-water of a child process that runs only that framework's
+workload; on GPU the CuPy pool high-water against torch.cuda.max_memory_allocated). JSON goes to
+``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+# name -> (layer spec, input shape (C, H, W), batch size, GPU-only)
+# spec items: ("conv", out, k, pad) ("bn",) ("relu",) ("pool", k) ("flatten",) ("linear", out)
+WORKLOADS = {
+    "mlp": ([("flatten",), ("linear", 1024), ("relu",), ("linear", 1024), ("relu",), ("linear", 10)],
+            (1, 28, 28), 256, False),
+    "lenet5": ([("conv", 6, 5, 2), ("relu",), ("pool", 2), ("conv", 16, 5, 0), ("relu",), ("pool", 2),
+                ("flatten",), ("linear", 120), ("relu",), ("linear", 84), ("relu",), ("linear", 10)],
+               (1, 28, 28), 128, False),
+    "vgg_cifar": ([("conv", 64, 3, 1), ("relu",), ("conv", 64, 3, 1), ("relu",), ("pool", 2),
+                   ("conv", 128, 3, 1), ("relu",), ("conv", 128, 3, 1), ("relu",), ("pool", 2),
+                   ("conv", 256, 3, 1), ("relu",), ("conv", 256, 3, 1), ("relu",), ("pool", 2),
+                   ("flatten",), ("linear", 10)], (3, 32, 32), 64, False),
+    "vgg_cifar_bn": ([("conv", 64, 3, 1), ("bn",), ("relu",), ("conv", 64, 3, 1), ("bn",), ("relu",), ("pool", 2),
+                      ("conv", 128, 3, 1), ("bn",), ("relu",), ("conv", 128, 3, 1), ("bn",), ("relu",), ("pool", 2),
+                      ("conv", 256, 3, 1), ("bn",), ("relu",), ("conv", 256, 3, 1), ("bn",), ("relu",), ("pool", 2),
+                      ("flatten",), ("linear", 10)], (3, 32, 32), 64, False),
+    "alexnet_cifar": ("model:alexnet", (3, 32, 32), 64, False),
+    "vgg16_cifar": ("model:vgg16", (3, 32, 32), 128, True),
+    "alexnet_227": ("model:alexnet", (3, 227, 227), 128, True),
+}
+CPU_WORKLOADS = [name for name, w in WORKLOADS.items() if not w[3]]
+
+
+def _xpnet_model(spec, in_shape):
+    import xpnet
+    from xpnet import nn
+
+    if isinstance(spec, str):
+        return xpnet.models.create(spec.split(":", 1)[1], num_classes=10, in_channels=in_shape[0],
+                                   input_size=in_shape[1])
+    layers, channels, side, width = [], in_shape[0], in_shape[1], None
+    for item in spec:
+        kind = item[0]
+        if kind == "conv":
+            _, out, k, pad = item
+            layers.append(nn.Conv2d(channels, out, k, padding=pad, bias=True))
+            channels, side = out, side + 2 * pad - k + 1
+        elif kind == "bn":
+            layers.append(nn.BatchNorm2d(channels))
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        elif kind == "pool":
+            layers.append(nn.MaxPool2d(item[1]))
+            side //= item[1]
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+            width = channels * side * side
+        elif kind == "linear":
+            layers.append(nn.Linear(width, item[1]))
+            width = item[1]
+    return nn.Sequential(*layers)
+
+
+def _torch_twin(model):
+    """A torch.nn model with the same layers and the same weights as an xpnet Sequential."""
+    import torch
+    from torch import nn as tnn
+
+    from xpnet import nn
+
+    def convert(m):
+        if isinstance(m, nn.Sequential):
+            return tnn.Sequential(*[convert(c) for c in m.children()])
+        name = type(m).__name__
+        if name == "Conv2d":
+            return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                              m.dilation, m.groups, m.bias is not None)
+        if name == "Linear":
+            return tnn.Linear(m.in_features, m.out_features, m.bias is not None)
+        if name == "BatchNorm2d":
+            return tnn.BatchNorm2d(m.num_features, m.eps, m.momentum)
+        if name == "MaxPool2d":
+            return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+        if name == "LocalResponseNorm":
+            return tnn.LocalResponseNorm(m.size, m.alpha, m.beta, m.k)
+        if name == "AdaptiveAvgPool2d":
+            return tnn.AdaptiveAvgPool2d(m.output_size)
+        simple = {"ReLU": tnn.ReLU, "Flatten": tnn.Flatten, "Identity": tnn.Identity}
+        if name in simple:
+            return simple[name]()
+        if name == "Dropout":
+            return tnn.Dropout(m.p)
+        raise TypeError(f"bench: no torch twin for {name}")
+
+    twin = convert(model)
+    state = {k: torch.from_numpy(__import__("xpnet").to_numpy(v).copy()) for k, v in model.state_dict().items()}
+    twin.load_state_dict(state)
+    return twin
+
+
+class _Runner:
+    def __init__(self, framework, workload, device):
+        import xpnet
+
+        spec, in_shape, batch, _ = WORKLOADS[workload]
+        self.framework, self.batch = framework, batch
+        xpnet.manual_seed(0)
+        backend = xpnet.get_backend()
+        model = _xpnet_model(spec, in_shape)
+        host_x = xpnet.to_numpy(backend.rng.normal((batch,) + tuple(in_shape), dtype="float32"))
+        host_y = xpnet.to_numpy(backend.rng.integers(0, 10, (batch,)))
+        if framework == "torch":
+            import torch
+
+            self.device = torch.device("cuda" if device == "gpu" else "cpu")
+            self.model = _torch_twin(model).to(self.device).train()
+            self.x = torch.from_numpy(host_x).to(self.device)
+            self.y = torch.from_numpy(host_y).to(self.device)
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+            self.loss_fn = torch.nn.CrossEntropyLoss()
+            self.sync = (lambda: torch.cuda.synchronize()) if device == "gpu" else (lambda: None)
+        else:
+            from xpnet import nn, optim
+
+            self.model = model.train()
+            self.x = xpnet.tensor(host_x)
+            self.y = xpnet.tensor(host_y)
+            self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+            self.loss_fn = nn.CrossEntropyLoss()
+            self.sync = backend.synchronize
+
+    def step(self):
+        out = self.model(self.x)
+        loss = self.loss_fn(out, self.y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def timed(self, steps):
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.sync()
+        return self.batch * steps / (time.perf_counter() - start)
+
+
+def _peak_memory_child(framework, workload, steps, device):
+    """Resident-set high-water (MiB) above the post-import baseline, in a fresh process."""
+    code = (
+        "import sys, resource, xpnet, torch\n"
+        "from xpnet import bench\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"r = bench._Runner({framework!r}, {workload!r}, {device!r})\n"
+        f"[r.step() for _ in range({steps})]\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _gpu_peak(runner, framework, steps):
+    if framework == "torch":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(steps):
+            runner.step()
+        runner.sync()
+        return torch.cuda.max_memory_allocated() / 2**20
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    for _ in range(steps):
+        runner.step()
+    runner.sync()
+    return pool.total_bytes() / 2**20
+
+
+def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, stream=sys.stdout):
+    import torch
+
+    import xpnet
+
+    results = []
+    print(f"xpnet {xpnet.__version__} vs PyTorch {torch.__version__}  backend {xpnet.get_backend()}  "
+          f"{platform.processor() or platform.machine()}  torch threads {torch.get_num_threads()}", file=stream)
+    print(f"{'workload':16s} {'batch':>5s} {'xpnet img/s':>12s} {'torch img/s':>12s} {'ratio':>6s} "
+          f"{'xpnet MiB':>10s} {'torch MiB':>10s} {'mem ratio':>9s}", file=stream, flush=True)
+    for name in workloads:
+        runners = {fw: _Runner(fw, name, device) for fw in ("xpnet", "torch")}
+        for r in runners.values():
+            for _ in range(warmup):
+                r.step()
+        speeds = {"xpnet": [], "torch": []}
+        for _ in range(rounds):
+            for fw in ("xpnet", "torch"):
+                speeds[fw].append(runners[fw].timed(steps))
+        med = {fw: statistics.median(v) for fw, v in speeds.items()}
+        mem = {"xpnet": None, "torch": None}
+        if memory:
+            if device == "gpu":
+                mem = {fw: _gpu_peak(runners[fw], fw, steps) for fw in runners}
+            else:
+                del runners
+                mem = {fw: _peak_memory_child(fw, name, warmup + steps, device) for fw in ("xpnet", "torch")}
+        ratio = med["xpnet"] / med["torch"]
+        mem_ratio = (mem["xpnet"] / mem["torch"]) if mem["xpnet"] and mem["torch"] else None
+        batch = WORKLOADS[name][2]
+        print(f"{name:16s} {batch:5d} {med['xpnet']:12.1f} {med['torch']:12.1f} {ratio:6.2f} "
+              f"{mem['xpnet'] or float('nan'):10.1f} {mem['torch'] or float('nan'):10.1f} "
+              f"{mem_ratio or float('nan'):9.2f}", file=stream, flush=True)
+        results.append({"workload": name, "batch": batch, "xpnet_images_per_s": med["xpnet"],
+                        "torch_images_per_s": med["torch"], "ratio": ratio, "xpnet_rounds": speeds["xpnet"],
+                        "torch_rounds": speeds["torch"], "xpnet_peak_mib": mem["xpnet"],
+                        "torch_peak_mib": mem["torch"], "memory_ratio": mem_ratio})
+    return {"xpnet": xpnet.__version__, "torch": torch.__version__, "backend": str(xpnet.get_backend()),
+            "machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results}
+
+
+def _add_arguments(parser):
+    parser.add_argument("--workloads", default=None,
+                        help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: the CPU set, "
+                             "or all on a GPU)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="training steps timed per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--json", default="bench.json", help="where to write the results")
+
+
+def _main_args(args) -> int:
+    import xpnet
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("xpnet bench: PyTorch is needed for the comparison (pip install torch)", file=sys.stderr)
+        return 2
+    device = "gpu" if xpnet.get_backend().name == "cupy" else "cpu"
+    names = args.workloads.split(",") if args.workloads else (list(WORKLOADS) if device == "gpu" else CPU_WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        print(f"xpnet bench: unknown workload(s) {unknown}; choose from {list(WORKLOADS)}", file=sys.stderr)
+        return 2
+    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory)
+    with open(args.json, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def register_cli(sub):
+    p = sub.add_parser("bench", help="training-step speed and memory against PyTorch, same process")
+    _add_arguments(p)
+    p.set_defaults(func=_main_args)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    return _main_args(parser.parse_args(argv))

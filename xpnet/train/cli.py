@@ -1,0 +1,285 @@
+"""``xpnet train`` and ``xpnet eval``: the main job from the command line.
+
+Host-side where it prepares data (channel statistics, synthetic images): that part uses NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+DATASET_FORMS = ("mnist-sample", "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR", "cifar100:DIR",
+                 "folder:DIR", "synthetic")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+class UsageError(ValueError):
+    """A mistake on the command line or in the data: printed in one or two lines."""
+
+
+def _add_common(p):
+    p.add_argument("--dataset", default="mnist-sample", help="one of: " + ", ".join(DATASET_FORMS))
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--backend", default=None, help="numpy | cupy | array_api_strict | torch | auto")
+    p.add_argument("--device", default=None, help="e.g. 0, cuda:1, device1")
+    p.add_argument("--image-size", type=int, default=None, help="resize side for folder datasets")
+
+
+def register_cli(sub):
+    p = sub.add_parser("train", help="train a model (default: vgg_small on the embedded MNIST sample)")
+    p.add_argument("--model", default="vgg_small")
+    _add_common(p)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--scheduler", default="onecycle", choices=("onecycle", "cosine", "step", "none"))
+    p.add_argument("--no-augment", action="store_true", help="turn off random crops/flips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>)")
+    p.add_argument("--resume", default=None, help="continue from a checkpoint written by xpnet train")
+    p.add_argument("--limit-batches", type=int, default=None, help="at most this many batches per epoch")
+    p.add_argument("--synthetic-size", type=int, default=None, help="images per synthetic split")
+    p.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
+    e.add_argument("checkpoint")
+    _add_common(e)
+    e.set_defaults(func=cmd_eval)
+
+
+# ----------------------------------------------------------------------------------- data sets
+def _synthetic(path, input_shape=(1, 28, 28), size=512, seed=0, **unused):
+    """Random uint8 images of the model's input shape and random labels: for throughput runs."""
+    import numpy as np
+
+    from .. import data
+
+    gen = np.random.default_rng(seed)
+    n_test = max(64, size // 4)
+    x_train = gen.integers(0, 256, (size, *input_shape), dtype=np.uint8)
+    x_test = gen.integers(0, 256, (n_test, *input_shape), dtype=np.uint8)
+    return data.DatasetSplits(data.TensorDataset(x_train, gen.integers(0, 10, size)),
+                              data.TensorDataset(x_test, gen.integers(0, 10, n_test)),
+                              10, [str(i) for i in range(10)], "synthetic", "generated")
+
+
+def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=None, seed=0):
+    """``data.DatasetSplits`` for a dataset spec (``synthetic`` takes the model's input shape)."""
+    from .. import data
+    from ..models import default_input_size
+
+    options = {}
+    if spec.strip().lower() == "synthetic":
+        side = image_size or default_input_size(model_name)
+        channels = 1 if model_name in ("mlp", "lenet5", "vgg_small") else 3
+        options = {"input_shape": (channels, side, side), "size": synthetic_size or 512, "seed": seed}
+    elif spec.strip().lower().startswith("folder") and image_size:
+        options = {"image_size": image_size}
+    try:
+        splits = data.load_dataset(spec, **options)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if splits.test is None:
+        raise UsageError(f"dataset {spec!r} has no test split")
+    return splits
+
+
+def _host_images(dataset, limit=2000):
+    import numpy as np
+
+    arrays = getattr(dataset, "arrays", None)
+    if arrays is not None:
+        return arrays[0][:limit]
+    return np.stack([np.asarray(dataset[i][0]) for i in range(min(len(dataset), limit))])
+
+
+def _transforms(train_dataset, augment):
+    """Train and test transforms: to float, normalise with the training set's channel statistics,
+    and (train only) random crops, plus horizontal flips for colour images."""
+    import numpy as np
+
+    from .. import data
+
+    images = _host_images(train_dataset)
+    side = images.shape[-1]
+    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
+    sample = images.astype(np.float32) * scale
+    mean = sample.mean(axis=(0, 2, 3)).tolist()
+    std = (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()
+    base = [data.ToFloat(scale), data.Normalize(mean, std)]
+    train = list(base)
+    if augment:
+        train.append(data.RandomCrop(side, padding=max(2, side // 8)))
+        if images.shape[1] == 3:
+            train.append(data.RandomHorizontalFlip())
+    return data.Compose(train), data.Compose(base)
+
+
+def _register_synthetic():
+    from .. import data
+
+    data.register_dataset("synthetic", _synthetic, form="synthetic", needs_path=False)
+
+
+# ------------------------------------------------------------------------------------- commands
+_DEFAULTS = {  # (epochs, batch size, lr) per optimizer family
+    "sgd": (8, 64, 0.05), "adam": (8, 64, 2e-3), "adamw": (8, 64, 2e-3), "rmsprop": (8, 64, 1e-3),
+    "adagrad": (8, 64, 0.02),
+}
+
+
+def _make_optimizer(name, params, lr, momentum, weight_decay):
+    from .. import optim
+
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=weight_decay or 0.01)
+    if name == "rmsprop":
+        return optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    return optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+
+
+def _make_scheduler(name, optimizer, lr, epochs, steps_per_epoch):
+    from ..optim import lr_scheduler
+
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                       cycle_momentum=False)
+    if name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    return None
+
+
+def check_model_fits(model, sample_shape, model_name):
+    """Run one sample through the model before training: a misfit names both shapes."""
+    import xpnet
+
+    with xpnet.no_grad():
+        model.eval()
+        try:
+            model(xpnet.zeros(1, *sample_shape))
+        except (ValueError, TypeError) as exc:
+            expected = getattr(model, "input_shape", None)
+            raise UsageError(f"model {model_name!r} expects input {tuple(expected) if expected else '?'} but "
+                             f"the dataset gives images of shape {tuple(sample_shape)}: {exc}") from None
+        finally:
+            model.train()
+
+
+def _select_backend(args):
+    import xpnet
+
+    if args.backend or args.device:
+        xpnet.set_backend(args.backend or xpnet.get_backend().name, args.device)
+    return xpnet.get_backend()
+
+
+def cmd_train(args) -> int:
+    import xpnet
+
+    _register_synthetic()
+    from .. import data, models, nn
+    from .checkpoint import read_checkpoint
+    from .loop import fit
+    from .plots import plot_history
+
+    backend = _select_backend(args)
+    xpnet.manual_seed(args.seed)
+    epochs_d, batch_d, lr_d = _DEFAULTS[args.optimizer]
+    epochs = args.epochs or epochs_d
+    batch_size = args.batch_size or batch_d
+    lr = args.lr or lr_d
+    if args.model not in models.list_models():
+        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(models.list_models())}")
+    splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed)
+    num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
+    out = args.out or os.path.join("runs", f"{args.model}-{args.dataset.split(':')[0]}")
+    os.makedirs(out, exist_ok=True)
+    in_channels, side = sample_shape[0], sample_shape[-1]
+    if args.resume:
+        header, _ = read_checkpoint(args.resume)
+        if header["model"]["name"] != args.model:
+            raise UsageError(f"checkpoint {args.resume!r} holds model {header['model']['name']!r}, "
+                             f"not {args.model!r}; pass --model {header['model']['name']}")
+    try:
+        model = models.create(args.model, num_classes=num_classes, in_channels=in_channels, input_size=side)
+    except ValueError as exc:
+        raise UsageError(f"model {args.model!r} cannot take the dataset's images of shape "
+                         f"{sample_shape}: {exc}") from None
+    check_model_fits(model, sample_shape, args.model)
+    train_tf, test_tf = _transforms(splits.train, augment=not args.no_augment and args.dataset != "synthetic")
+    train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
+                                   seed=args.seed, transform=train_tf)
+    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf)
+    steps = len(train_loader) if args.limit_batches is None else min(len(train_loader), args.limit_batches)
+    optimizer = _make_optimizer(args.optimizer, model.parameters(), lr, args.momentum, args.weight_decay)
+    scheduler = _make_scheduler(args.scheduler, optimizer, lr, epochs, steps)
+    params = sum(p.size for p in model.parameters())
+    print(f"xpnet train: {args.model} ({params:,} parameters) on {args.dataset} "
+          f"({len(splits.train)} train / {len(splits.test)} test images of {sample_shape}), backend {backend}, "
+          f"{args.optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs", flush=True)
+    started = time.perf_counter()
+    history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
+                  scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
+                  max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
+    took = time.perf_counter() - started
+    csv_path = history.to_csv(os.path.join(out, "history.csv"))
+    plot = plot_history(history, os.path.join(out, "curves.png")) if history["epoch"] else None
+    if history.interrupted:
+        print(f"interrupted: checkpoint saved to {history.checkpoint_path} (resume with --resume)")
+        return 130
+    final = history["val_acc"][-1] if history["val_acc"] else float("nan")
+    print(f"test accuracy {100 * final:.2f}% on {len(splits.test)} held-out images after {took:.1f}s")
+    print(f"checkpoint: {history.checkpoint_path}")
+    print(f"history: {csv_path}")
+    if plot:
+        print(f"plot: {plot}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import xpnet
+
+    _register_synthetic()
+    from .. import data, models
+    from .checkpoint import load_checkpoint, read_checkpoint
+    from .metrics import confusion_matrix, correct_count, top_k_correct
+
+    _select_backend(args)
+    header, _ = read_checkpoint(args.checkpoint)
+    name, options = header["model"]["name"], dict(header["model"].get("options") or {})
+    if name not in models.list_models():
+        raise UsageError(f"checkpoint {args.checkpoint!r} holds model {name!r}, which this xpnet does not know")
+    splits = load_splits(args.dataset, name, None, args.image_size)
+    num_classes = splits.num_classes
+    model = models.create(name, **options)
+    load_checkpoint(args.checkpoint, model, restore_rng=False)
+    check_model_fits(model, tuple(splits.input_shape), name)
+    _, test_tf = _transforms(splits.train, augment=False)
+    loader = data.DataLoader(splits.test, batch_size=args.batch_size or 256, seed=0, transform=test_tf)
+    model.eval()
+    correct = top5 = seen = 0
+    preds, targets = [], []
+    with xpnet.no_grad():
+        for xb, yb in loader:
+            out = model(xb)
+            correct += correct_count(out.data, yb.data)
+            top5 += top_k_correct(out.data, yb.data, 5)
+            seen += yb.shape[0]
+            preds.append(xpnet.to_numpy(xpnet.argmax(out, axis=-1)))
+            targets.append(xpnet.to_numpy(yb))
+    import numpy as np
+
+    cm = confusion_matrix(np.concatenate(preds), np.concatenate(targets), options.get("num_classes", num_classes))
+    print(f"{name} from {args.checkpoint} (epoch {header['epoch']}) on {args.dataset}: "
+          f"accuracy {100 * correct / seen:.2f}%  top-5 {100 * top5 / seen:.2f}%  ({seen} images)")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(np.array2string(np.asarray(cm), max_line_width=200))
+    return 0
