@@ -52,6 +52,21 @@ from . import autodiff  # noqa: F401
 
 bool = bool_  # noqa: A001  -- xpnet.bool names the boolean dtype, as torch.bool does
 
+_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench")
+
+
+def __getattr__(name):
+    # subpackages load on first use, so `import xpnet` stays quick and layers import in order
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'xpnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBPACKAGES))
+
 
 def _select_from_environment():
     """Resolve XPNET_BACKEND / XPNET_DEVICE now, so a bad choice fails at import with its reason."""
