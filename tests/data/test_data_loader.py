@@ -183,6 +183,12 @@ def test_seed_none_follows_manual_seed(backend):
     b = DataLoader(counting_dataset(40), batch_size=40, shuffle=True)
     assert a.seed == b.seed
     np.testing.assert_array_equal(labels_of(a), labels_of(b))
+    # a loader with nothing random leaves the backend's stream where it was
+    xpnet.manual_seed(9)
+    untouched = xpnet.to_numpy(backend.rng.uniform((3,)))
+    xpnet.manual_seed(9)
+    DataLoader(counting_dataset(5), batch_size=2)
+    np.testing.assert_array_equal(xpnet.to_numpy(backend.rng.uniform((3,))), untouched)
 
 
 def test_transform_is_repeatable_and_does_not_change_the_order(backend):

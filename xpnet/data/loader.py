@@ -11,7 +11,8 @@ order, one for the transforms. So epoch ``e`` of a loader seeded ``s`` always ha
 (whatever the backend, whether or not a transform is used) and the same augmentation; and a
 resumed run that restores ``state_dict()`` (the epoch counter and the seed) replays the same
 epochs. With ``seed=None`` the base seed is drawn once, at construction, from the current
-backend's seeded host generator, so ``xpnet.manual_seed`` makes that repeatable as well.
+backend's seeded host generator, so ``xpnet.manual_seed`` makes that repeatable as well (a loader
+with neither shuffling nor a transform draws nothing).
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ class DataLoader:
         self.transform = transform
         self.prefetch = int(prefetch)
         self._backend = _resolve_backend(backend, device)
-        if seed is None:
+        if seed is None and (self.shuffle or transform is not None):
             source = self._backend if self._backend is not None else get_backend()
             seed = int(source.rng.host().integers(0, 2**63 - 1))
+        elif seed is None:
+            seed = 0  # nothing random to seed: leave the backend's stream untouched
         self.seed = int(seed)
         self.epoch = 0
 
