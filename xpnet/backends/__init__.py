@@ -220,3 +220,5 @@ __all__ = [
     "describe_device", "check_same_device", "to_device", "to_numpy", "device_of",
     "register_transfer",
 ]
+
+from . import numpy_kernels  # noqa: E402,F401  -- registers the NumPy fast paths

@@ -1,0 +1,429 @@
+"""NumPy fast paths for convolution, pooling and batch norm (registered as ``("numpy", name)``).
+
+Each kernel has the contract of the generic Array-API code in ``xpnet/nn/functional`` (see the
+docstrings there) and is tested equal to it. What makes them fast on a CPU:
+
+* NHWC inside. Arrays keep the NCHW shape at the interface, but the outputs made here live in
+  NHWC memory (an NCHW view of an NHWC buffer). Elementwise ops (ReLU, ...) keep that layout, so
+  the next layer gets its channels-last view for free: the im2col column matrix for a kernel offset
+  row is then one contiguous run of kW*C values, and the GEMM output is the next NHWC activation.
+* im2col by ``as_strided`` into a reused, cache-sized workspace, a batch chunk at a time, followed
+  by one sgemm per chunk; the column matrix is never saved (backward rebuilds it), which keeps peak
+  memory near the activations themselves.
+* The input gradient of a stride-1 convolution is itself a convolution (of the zero-framed output
+  gradient with the flipped, transposed kernel): again im2col + sgemm, no scatter. Strided
+  convolutions fold the column gradient back by one slice-add per kernel offset (col2im).
+* Max pooling saves the argmax offset as uint8; backward routes each gradient with one masked copy
+  per kernel offset. Batch norm saves x_hat and runs the closed-form backward in three passes.
+* Never float64 in a float32 computation: constants are cast to the array dtype first.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .base import register_kernel
+
+# A batch chunk's column matrix is kept near this size so that im2col's output is still in cache
+# when the GEMM reads it (measured on a 2-core EPYC: 2-8 MiB all within a few percent).
+CHUNK_BYTES = 4 << 20
+
+_local = threading.local()
+
+
+def _workspace(name: str, shape, dtype):
+    """A scratch array of ``shape`` reused across calls (one per thread and name); never returned
+    to a caller, only filled and consumed inside one kernel call."""
+    store = getattr(_local, "buffers", None)
+    if store is None:
+        store = _local.buffers = {}
+    dtype = np.dtype(dtype)
+    size = 1
+    for s in shape:
+        size *= int(s)
+    key = (name, dtype)
+    buf = store.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype=dtype)
+        store[key] = buf
+    return buf[:size].reshape(shape)
+
+
+def release_workspaces() -> None:
+    """Drop this thread's scratch buffers (they are rebuilt on the next call)."""
+    _local.buffers = {}
+
+
+def _nhwc(x):
+    """The channels-last view of an NCHW array (no copy)."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def _nchw(x):
+    return x.transpose(0, 3, 1, 2)
+
+
+def _frame_into(buf, src, top, left, value=0):
+    """Copy NHWC ``src`` into ``buf`` at (top, left) and set only the frame around it to ``value``.
+
+    ``src`` may overhang ``buf`` (negative ``top`` or a tail past the end): it is cropped.
+    """
+    n, hb, wb, c = buf.shape
+    _, hs, ws, _ = src.shape
+    r0, r1 = max(top, 0), min(top + hs, hb)
+    c0, c1 = max(left, 0), min(left + ws, wb)
+    if r0 > 0:
+        buf[:, :r0] = value
+    if r1 < hb:
+        buf[:, r1:] = value
+    if c0 > 0:
+        buf[:, r0:r1, :c0] = value
+    if c1 < wb:
+        buf[:, r0:r1, c1:] = value
+    if r1 > r0 and c1 > c0:
+        np.copyto(buf[:, r0:r1, c0:c1], src[:, r0 - top:r1 - top, c0 - left:c1 - left])
+    return buf
+
+
+def _output_size(size, kernel, stride, padding, dilation):
+    return tuple((size[a] + padding[a][0] + padding[a][1] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1
+                 for a in (0, 1))
+
+
+def _patches(xpad, kernel, stride, dilation, out_hw):
+    """Read-only (N, OH, OW, kH, kW, C) view of NHWC ``xpad``: every receptive field, no copy."""
+    sn, sh, sw, sc = xpad.strides
+    return as_strided(xpad, (xpad.shape[0], out_hw[0], out_hw[1], kernel[0], kernel[1], xpad.shape[3]),
+                      (sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc),
+                      writeable=False)
+
+
+def _chunk(n, rows_per_image, row_elems, itemsize):
+    return max(1, min(n, CHUNK_BYTES // max(1, rows_per_image * row_elems * itemsize)))
+
+
+def _padded_input(x, padding, name):
+    """NHWC input with its zero frame: a view when there is no padding, else a workspace copy."""
+    (pt, pb), (pl, pr) = padding
+    xh = _nhwc(x)
+    if pt == pb == pl == pr == 0:
+        return xh
+    n, h, w, c = xh.shape
+    buf = _workspace(name, (n, h + pt + pb, w + pl + pr, c), x.dtype)
+    return _frame_into(buf, xh, pt, pl)
+
+
+def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
+    """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat, a batch chunk at a time."""
+    n, oh, ow = patches.shape[:3]
+    kc = kernel[0] * kernel[1] * c
+    nb = _chunk(n, oh * ow, kc, patches.itemsize)
+    for n0 in range(0, n, nb):
+        n1 = min(n, n0 + nb)
+        cols = _workspace(name, (n1 - n0, oh, ow, kernel[0], kernel[1], c), patches.dtype)
+        np.copyto(cols, patches[n0:n1])
+        np.matmul(cols.reshape(-1, kc), wmat, out=out_rows[n0 * oh * ow:n1 * oh * ow])
+
+
+@register_kernel("numpy", "conv2d_forward")
+def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    """Convolution forward in NHWC: returns y (N, O, OH, OW) over NHWC memory and the saved state."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    oh, ow = _output_size((h, wd), (kh, kw), stride, padding, dilation)
+    xpad = _padded_input(x, padding, "conv_xpad")
+    y = np.empty((n, oh, ow, o), dtype=x.dtype)
+    rows = y.reshape(n * oh * ow, o)
+    for gi in range(groups):
+        # W_mat rows in (i, j, c) order, matching the patch layout
+        wmat = w[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og)
+        patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
+        if groups == 1:
+            _conv_gemm(patches, wmat, rows, (kh, kw), cg, "conv_cols")
+        else:
+            part = _workspace("conv_group_out", (n * oh * ow, og), x.dtype)
+            _conv_gemm(patches, wmat, part, (kh, kw), cg, "conv_cols")
+            rows[:, gi * og:(gi + 1) * og] = part
+    if b is not None:
+        np.add(rows, b, out=rows)
+    saved = (x, w, (oh, ow), stride, padding, dilation, groups)
+    return _nchw(y), saved
+
+
+@register_kernel("numpy", "conv2d_backward")
+def conv2d_backward(g, saved, needs):
+    x, w, (oh, ow), stride, padding, dilation, groups = saved
+    need_x, need_w, need_b = needs
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    kc = kh * kw * cg
+    gh = np.ascontiguousarray(_nhwc(g))  # free when g came from an NHWC layer
+    grows = gh.reshape(n * oh * ow, o)
+    dx = dw = db = None
+    if need_b:
+        db = grows.sum(axis=0)
+    if need_w:
+        dw = np.empty_like(w)
+        xpad = _padded_input(x, padding, "conv_xpad")
+        nb = _chunk(n, oh * ow, kc, x.itemsize)
+        acc = _workspace("conv_dw_acc", (kc, og), w.dtype)
+        part = _workspace("conv_dw_part", (kc, og), w.dtype)
+        for gi in range(groups):
+            patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
+            gsel = grows[:, gi * og:(gi + 1) * og]
+            for n0 in range(0, n, nb):
+                n1 = min(n, n0 + nb)
+                cols = _workspace("conv_cols", (n1 - n0, oh, ow, kh, kw, cg), x.dtype)
+                np.copyto(cols, patches[n0:n1])
+                target = acc if n0 == 0 else part
+                np.matmul(cols.reshape(-1, kc).T, gsel[n0 * oh * ow:n1 * oh * ow], out=target)
+                if n0:
+                    np.add(acc, part, out=acc)
+            dw[gi * og:(gi + 1) * og] = acc.reshape(kh, kw, cg, og).transpose(3, 2, 0, 1)
+    if need_x:
+        if stride == (1, 1):
+            dx = _conv_input_grad_stride1(gh, w, (n, c, h, wd), padding, dilation, groups)
+        else:
+            dx = _conv_input_grad_col2im(grows, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups)
+    return dx, dw, db
+
+
+def _conv_input_grad_stride1(gh, w, xshape, padding, dilation, groups):
+    """dL/dx of a stride-1 convolution as a convolution: frame G (NHWC) with zeros so that every
+    input pixel sees all kernel taps, then correlate with W flipped in (i, j) and transposed in
+    (o, c):  dx[n, h, w, c] = sum_{i', j', o} G_pad[n, h + i'D_h, w + j'D_w, o] W[o, c, kH-1-i', kW-1-j']."""
+    n, c, h, wd = xshape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    (pt, _), (pl, _) = padding
+    dh, dwl = dilation
+    top, left = dh * (kh - 1) - pt, dwl * (kw - 1) - pl
+    gpad = _workspace("conv_gpad", (n, h + dh * (kh - 1), wd + dwl * (kw - 1), o), gh.dtype)
+    _frame_into(gpad, gh, top, left)
+    dxh = np.empty((n, h, wd, c), dtype=gh.dtype)
+    rows = dxh.reshape(n * h * wd, c)
+    for gi in range(groups):
+        # rows in (i', j', o) order: the flipped kernel, output channels as the reduced dimension
+        wflip = w[gi * og:(gi + 1) * og, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * og, cg)
+        patches = _patches(gpad[..., gi * og:(gi + 1) * og], (kh, kw), (1, 1), dilation, (h, wd))
+        if groups == 1:
+            _conv_gemm(patches, wflip, rows, (kh, kw), og, "conv_cols")
+        else:
+            part = _workspace("conv_group_dx", (n * h * wd, cg), gh.dtype)
+            _conv_gemm(patches, wflip, part, (kh, kw), og, "conv_cols")
+            rows[:, gi * cg:(gi + 1) * cg] = part
+    return _nchw(dxh)
+
+
+def _conv_input_grad_col2im(grows, w, xshape, out_hw, stride, padding, dilation, groups):
+    """dL/dx for strided convolutions: dX_col = G W_mat^T per chunk, then one slice-add per kernel
+    offset into the zero-framed input gradient (col2im)."""
+    n, c, h, wd = xshape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    oh, ow = out_hw
+    (pt, pb), (pl, pr) = padding
+    (sh, sw), (dh, dwl) = stride, dilation
+    kc = kh * kw * cg
+    dxpad = np.zeros((n, h + pt + pb, wd + pl + pr, c), dtype=grows.dtype)
+    nb = _chunk(n, oh * ow, kc, grows.itemsize)
+    for gi in range(groups):
+        wmat = w[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0).reshape(kc, og)
+        gsel = grows[:, gi * og:(gi + 1) * og]
+        for n0 in range(0, n, nb):
+            n1 = min(n, n0 + nb)
+            dcols = _workspace("conv_cols", ((n1 - n0) * oh * ow, kc), grows.dtype)
+            np.matmul(gsel[n0 * oh * ow:n1 * oh * ow], wmat.T, out=dcols)
+            dcols = dcols.reshape(n1 - n0, oh, ow, kh, kw, cg)
+            block = dxpad[n0:n1, :, :, gi * cg:(gi + 1) * cg]
+            for i in range(kh):
+                for j in range(kw):
+                    target = block[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dwl:j * dwl + sw * (ow - 1) + 1:sw]
+                    np.add(target, dcols[:, :, :, i, j], out=target)
+    return _nchw(dxpad[:, pt:pt + h, pl:pl + wd])
+
+
+# -- pooling ----------------------------------------------------------------------------------
+def _pool_views(xpad, kernel, stride, dilation, out_hw):
+    """One (N, OH, OW, C) strided view of NHWC ``xpad`` per kernel offset, in (i, j) order."""
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return [xpad[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation):
+    """Padded extent that every window fits in (ceil_mode may need extra rows past the padding)."""
+    (oh, ow), (kh, kw), (sh, sw), (dh, dw) = out_hw, kernel, stride, dilation
+    (pt, pb), (pl, pr) = padding
+    need_h = (oh - 1) * sh + dh * (kh - 1) + 1
+    need_w = (ow - 1) * sw + dw * (kw - 1) + 1
+    return max(h + pt + pb, need_h), max(w + pl + pr, need_w)
+
+
+@register_kernel("numpy", "max_pool2d_forward")
+def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
+    """Running max over kernel offsets in NHWC; the winning offset (first max, NaN wins, as in
+    PyTorch) is kept as uint8/int16 for backward."""
+    n, c, h, w = x.shape
+    hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
+    xh = _nhwc(x)
+    (pt, _), (pl, _) = padding
+    if (hp, wp) != (h, w):
+        xh = _frame_into(_workspace("pool_xpad", (n, hp, wp, c), x.dtype), xh, pt, pl, value=-np.inf)
+    views = _pool_views(xh, kernel, stride, dilation, out_hw)
+    oh, ow = out_hw
+    y = np.empty((n, oh, ow, c), dtype=x.dtype)
+    np.copyto(y, views[0])
+    arg = np.zeros((n, oh, ow, c), dtype=np.uint8 if len(views) < 256 else np.int32)
+    better = _workspace("pool_better", (n, oh, ow, c), np.bool_)
+    nan = _workspace("pool_nan", (n, oh, ow, c), np.bool_)
+    for k, v in enumerate(views[1:], start=1):
+        np.greater(v, y, out=better)
+        np.not_equal(v, v, out=nan)
+        np.logical_or(better, nan, out=better)
+        np.copyto(arg, k, where=better)
+        np.copyto(y, v, where=better)
+    saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp))
+    return _nchw(y), saved
+
+
+@register_kernel("numpy", "max_pool2d_backward")
+def max_pool2d_backward(g, saved):
+    arg, (n, c, h, w), kernel, stride, padding, dilation, out_hw, (hp, wp) = saved
+    gh = _nhwc(g)
+    dx = np.zeros((n, hp, wp, c), dtype=g.dtype)
+    views = _pool_views(dx, kernel, stride, dilation, out_hw)
+    overlap = stride[0] < dilation[0] * (kernel[0] - 1) + 1 or stride[1] < dilation[1] * (kernel[1] - 1) + 1
+    hit = _workspace("pool_hit", arg.shape, np.bool_)
+    for k, v in enumerate(views):
+        np.equal(arg, k, out=hit)
+        if overlap:
+            np.add(v, gh, out=v, where=hit)
+        else:
+            np.copyto(v, gh, where=hit)
+    (pt, _), (pl, _) = padding
+    return _nchw(dx[:, pt:pt + h, pl:pl + w])
+
+
+def _avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad, dtype):
+    """Per-window divisor (OH, OW, 1): kH*kW, less what falls outside input+padding (ceil_mode) or,
+    without count_include_pad, outside the input."""
+    (pt, pb), (pl, pr) = padding
+    hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
+    mask = np.zeros((1, hp, wp, 1), dtype=dtype)
+    if count_include_pad:
+        mask[:, :h + pt + pb, :w + pl + pr] = 1
+    else:
+        mask[:, pt:pt + h, pl:pl + w] = 1
+    total = np.zeros((1, out_hw[0], out_hw[1], 1), dtype=dtype)
+    for v in _pool_views(mask, kernel, stride, dilation, out_hw):
+        total += v
+    return np.maximum(total, 1)[0]
+
+
+@register_kernel("numpy", "avg_pool2d_forward")
+def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override=None):
+    n, c, h, w = x.shape
+    dilation = (1, 1)
+    hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
+    xh = _nhwc(x)
+    (pt, _), (pl, _) = padding
+    if (hp, wp) != (h, w):
+        xh = _frame_into(_workspace("pool_xpad", (n, hp, wp, c), x.dtype), xh, pt, pl)
+    views = _pool_views(xh, kernel, stride, dilation, out_hw)
+    y = np.empty((n, out_hw[0], out_hw[1], c), dtype=x.dtype)
+    np.copyto(y, views[0])
+    for v in views[1:]:
+        np.add(y, v, out=y)
+    if divisor_override:
+        scale = np.asarray(1.0 / divisor_override, dtype=x.dtype)
+    else:
+        scale = np.reciprocal(_avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad,
+                                           x.dtype))
+    np.multiply(y, scale, out=y)
+    saved = (scale, x.shape, kernel, stride, padding, out_hw, (hp, wp))
+    return _nchw(y), saved
+
+
+@register_kernel("numpy", "avg_pool2d_backward")
+def avg_pool2d_backward(g, saved):
+    scale, (n, c, h, w), kernel, stride, padding, out_hw, (hp, wp) = saved
+    gs = _nhwc(g) * scale
+    dx = np.zeros((n, hp, wp, c), dtype=g.dtype)
+    for v in _pool_views(dx, kernel, stride, (1, 1), out_hw):
+        np.add(v, gs, out=v)
+    (pt, _), (pl, _) = padding
+    return _nchw(dx[:, pt:pt + h, pl:pl + w])
+
+
+# -- batch norm --------------------------------------------------------------------------------
+def _channels_last(x):
+    """(M, C) view of x with the channel axis (1) last: free for (N, C) and NHWC-memory input."""
+    if x.ndim == 2:
+        return x
+    xh = np.moveaxis(x, 1, -1)
+    return xh.reshape(-1, x.shape[1])  # copies only when x is not channels-last in memory
+
+
+def _from_channels_last(rows, shape):
+    if len(shape) == 2:
+        return rows
+    moved = rows.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],))
+    return np.moveaxis(moved, -1, 1)
+
+
+@register_kernel("numpy", "batch_norm_forward")
+def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
+    """Returns (y, saved, batch_mean, batch_var); batch statistics are biased (divide by m) and are
+    None in eval mode, where ``mean``/``var`` (running statistics) are used."""
+    rows = _channels_last(x)
+    m = rows.shape[0]
+    dt = x.dtype.type
+    if training:
+        mean = rows.mean(axis=0)
+        xhat = np.subtract(rows, mean)
+        var = np.einsum("ij,ij->j", xhat, xhat) / dt(m)
+    else:
+        xhat = np.subtract(rows, mean)
+    invstd = 1 / np.sqrt(var + dt(eps))
+    np.multiply(xhat, invstd, out=xhat)
+    if gamma is None:
+        y = xhat.copy()
+    else:
+        y = np.multiply(xhat, gamma)
+    if beta is not None:
+        np.add(y, beta, out=y)
+    saved = (xhat, invstd, gamma, training, x.shape)
+    return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
+
+
+@register_kernel("numpy", "batch_norm_backward")
+def batch_norm_backward(g, saved, needs):
+    xhat, invstd, gamma, training, shape = saved
+    need_x, need_gamma, need_beta = needs
+    grows = _channels_last(g)
+    m = grows.shape[0]
+    dt = g.dtype.type
+    sum_g = grows.sum(axis=0)
+    sum_gx = np.einsum("ij,ij->j", grows, xhat)
+    dx = None
+    if need_x:
+        scale = invstd if gamma is None else gamma * invstd
+        if training:
+            # dx = (gamma/sigma/m) (m g - sum g - x_hat sum(g x_hat)) = a g + b x_hat + c
+            b = -scale * sum_gx / dt(m)
+            c = -scale * sum_g / dt(m)
+            out = np.multiply(xhat, b)
+            np.add(out, c, out=out)
+            tmp = _workspace("bn_tmp", out.shape, out.dtype)
+            np.multiply(grows, scale, out=tmp)
+            np.add(out, tmp, out=out)
+        else:
+            out = np.multiply(grows, scale)
+        dx = _from_channels_last(out, shape)
+    return dx, (sum_gx if need_gamma else None), (sum_g if need_beta else None)

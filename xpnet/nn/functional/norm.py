@@ -1,0 +1,217 @@
+"""Batch normalization and local response normalization, each one Function with a closed-form backward.
+
+Generic Array-API code; a backend may register faster batch-norm kernels with this contract,
+tested equal to the generic one:
+
+    batch_norm_forward(x, gamma, beta, mean, var, training, eps) -> (y, saved, batch_mean, batch_var)
+    batch_norm_backward(g, saved, needs) -> (dx, dgamma, dbeta)       needs = (x, gamma, beta)
+
+``batch_mean``/``batch_var`` are the biased batch statistics in training mode, None in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...autodiff.function import Function
+from ...autodiff.tensor import Tensor
+from ...backends import backend_of, dtype_name
+from ._arrays import as_input, namespace, raw, require_float, shape_text
+
+__all__ = ["batch_norm", "local_response_norm", "BatchNormFunction", "LocalResponseNormFunction",
+           "batch_norm_forward_generic", "batch_norm_backward_generic"]
+
+
+def _channel_shape(ndim: int, c: int) -> tuple:
+    return (1, c) + (1,) * (ndim - 2)
+
+
+def batch_norm_forward_generic(x, gamma, beta, mean, var, training, eps):
+    xp = namespace(x)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = _channel_shape(x.ndim, x.shape[1])
+    if training:
+        mean = xp.mean(x, axis=axes)
+        xc = x - xp.reshape(mean, shape)
+        var = xp.mean(xc * xc, axis=axes)
+    else:
+        xc = x - xp.reshape(mean, shape)
+    invstd = 1.0 / xp.sqrt(var + eps)
+    xhat = xc * xp.reshape(invstd, shape)
+    y = xhat if gamma is None else xhat * xp.reshape(gamma, shape)
+    if beta is not None:
+        y = y + xp.reshape(beta, shape)
+    saved = (xhat, invstd, gamma, training)
+    return y, saved, (mean if training else None), (var if training else None)
+
+
+def batch_norm_backward_generic(g, saved, needs):
+    xhat, invstd, gamma, training = saved
+    xp = namespace(g)
+    axes = (0,) + tuple(range(2, g.ndim))
+    shape = _channel_shape(g.ndim, g.shape[1])
+    m = math.prod(g.shape) // g.shape[1]
+    sum_g = xp.sum(g, axis=axes)
+    sum_gx = xp.sum(g * xhat, axis=axes)
+    dx = None
+    if needs[0]:
+        scale = invstd if gamma is None else gamma * invstd
+        if training:
+            dx = xp.reshape(scale / m, shape) * (m * g - xp.reshape(sum_g, shape) - xhat * xp.reshape(sum_gx, shape))
+        else:
+            dx = g * xp.reshape(scale, shape)
+    return dx, (sum_gx if needs[1] else None), (sum_g if needs[2] else None)
+
+
+class BatchNormFunction(Function):
+    """y = gamma * x_hat + beta,  x_hat = (x - mu) / sigma,  sigma = sqrt(var + eps), per channel c (axis 1).
+
+    Training: mu, var are the batch mean and biased variance over the m = N*H*W values of each channel.
+    Eval: the running statistics are used, so y is affine in x.
+
+    Backward (training), with g = dL/dy and sums over the m values of a channel:
+        dL/dx = (1/m) * gamma/sigma * (m*g - sum(g) - x_hat * sum(g * x_hat))
+        dL/dgamma = sum(g * x_hat)        dL/dbeta = sum(g)
+    Backward (eval): dL/dx = g * gamma / sigma, same dL/dgamma and dL/dbeta.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, mean=None, var=None, training=True, eps=1e-5, stats=None):
+        fast = backend_of(x).kernel("batch_norm_forward")
+        run = fast if fast is not None else batch_norm_forward_generic
+        y, ctx.saved, batch_mean, batch_var = run(x, gamma, beta, mean, var, training, eps)
+        ctx.affine = (gamma is not None, beta is not None)
+        if stats is not None and training:
+            stats.append((batch_mean, batch_var))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        needs = tuple(ctx.needs_input_grad) + (False,) * 3
+        needs = (needs[0], needs[1] and ctx.affine[0], needs[2] and ctx.affine[1])
+        fast = backend_of(g).kernel("batch_norm_backward")
+        saved, ctx.saved = ctx.saved, None
+        return (fast or batch_norm_backward_generic)(g, saved, needs)
+
+
+def _update_in_place(buffer, value):
+    """Write ``value`` into a running-statistics buffer (a Tensor or a raw array) in place, as PyTorch
+    does, so views of it (``state_dict()``) see the new values."""
+    data = buffer.data if isinstance(buffer, Tensor) else buffer
+    if data.dtype != value.dtype:
+        value = namespace(value).astype(value, data.dtype)
+    data[...] = value
+
+
+def _check_channel_vector(v, c, where, what, ref):
+    if v is None:
+        return
+    va = raw(v)
+    if tuple(va.shape) != (c,):
+        raise ValueError(f"{where}: {what} must have shape ({c},), got {shape_text(va.shape)}")
+    if va.dtype != raw(ref).dtype and what in ("weight", "bias"):
+        raise TypeError(f"{where}: {what} dtype {dtype_name(va.dtype)} does not match input dtype "
+                        f"{dtype_name(raw(ref).dtype)}; cast one explicitly")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               where: str = "batch_norm"):
+    """Batch normalization over axis 1 of (N, C), (N, C, L) or (N, C, H, W) input (PyTorch's
+    ``F.batch_norm``). In training mode the batch statistics normalize and, when running buffers are
+    given, update them in place: running = (1 - momentum) * running + momentum * batch, with the
+    unbiased batch variance (m/(m-1)) as PyTorch. In eval mode the running statistics normalize."""
+    input = as_input(input, where)
+    require_float(input, where)
+    xa = raw(input)
+    if xa.ndim < 2:
+        raise ValueError(f"{where}: expected input (N, C) or (N, C, ...), got {shape_text(xa.shape)}")
+    c = xa.shape[1]
+    for v, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
+        _check_channel_vector(v, c, where, what, input)
+    m = math.prod(xa.shape) // c if c else 0
+    if training and m <= 1:
+        raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
+                         f"{shape_text(xa.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{where}: eval mode (training=False) needs running_mean and running_var")
+    stats = [] if training and running_mean is not None else None
+    mean = None if training else _stat_array(running_mean, xa)
+    var = None if training else _stat_array(running_var, xa)
+    y = BatchNormFunction.apply(input, weight, bias, mean=mean, var=var, training=bool(training), eps=float(eps),
+                                stats=stats)
+    if stats:
+        batch_mean, batch_var = stats[0]
+        unbiased = batch_var * (m / (m - 1))
+        _update_in_place(running_mean, (1.0 - momentum) * raw(running_mean) + momentum * batch_mean)
+        if running_var is not None:
+            _update_in_place(running_var, (1.0 - momentum) * raw(running_var) + momentum * unbiased)
+    return y
+
+
+def _stat_array(v, ref):
+    a = raw(v)
+    if a.dtype != ref.dtype:
+        a = namespace(a).astype(a, ref.dtype)
+    return a
+
+
+class LocalResponseNormFunction(Function):
+    """AlexNet's LRN across channels, PyTorch's formula: with n = size, lo = n//2, hi = (n-1)//2,
+        S_c = sum_{c' = c-lo}^{c+hi} x_{c'}^2   (channels outside [0, C) count as 0)
+        D_c = k + (alpha/n) S_c,   y_c = x_c D_c^(-beta)
+
+    Backward, with g = dL/dy and u_c = g_c y_c / D_c:
+        dL/dx_j = g_j D_j^(-beta) - (2 alpha beta / n) x_j sum_{c = j-hi}^{j+lo} u_c
+    """
+
+    @staticmethod
+    def forward(ctx, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+        xp = namespace(x)
+        lo, hi = size // 2, (size - 1) // 2
+        window_sum = _channel_window_sum(xp, x * x, lo, hi)
+        d = k + (alpha / size) * window_sum
+        scale = d ** (-beta)
+        y = x * scale
+        ctx.save_for_backward(x, d, scale, y)
+        ctx.config = (size, alpha, beta, lo, hi)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, d, scale, y = ctx.saved_tensors
+        size, alpha, beta, lo, hi = ctx.config
+        xp = namespace(g)
+        back = _channel_window_sum(xp, g * y / d, hi, lo)
+        return g * scale - (2.0 * alpha * beta / size) * x * back
+
+
+def _channel_window_sum(xp, a, before: int, after: int):
+    """s[:, c] = sum_{c' = c - before}^{c + after} a[:, c'] (zero outside the channel range): one slice
+    per window position of the zero-framed array, no loop over channels."""
+    n, c = a.shape[0], a.shape[1]
+    rest = tuple(a.shape[2:])
+    parts = []
+    if before:
+        parts.append(xp.zeros((n, before) + rest, dtype=a.dtype, device=a.device))
+    parts.append(a)
+    if after:
+        parts.append(xp.zeros((n, after) + rest, dtype=a.dtype, device=a.device))
+    framed = xp.concat(parts, axis=1) if len(parts) > 1 else a
+    total = framed[:, 0:c, ...]
+    for t in range(1, before + after + 1):
+        total = total + framed[:, t:t + c, ...]
+    return total
+
+
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Local response normalization across channels of (N, C, ...) input (PyTorch's
+    ``F.local_response_norm``)."""
+    where = "local_response_norm"
+    input = as_input(input, where)
+    require_float(input, where)
+    xa = raw(input)
+    if xa.ndim < 3:
+        raise ValueError(f"{where}: expected input (N, C, ...) with 3 or more dimensions, got {shape_text(xa.shape)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{where}: size must be a positive int, got {size!r}")
+    return LocalResponseNormFunction.apply(input, size=size, alpha=float(alpha), beta=float(beta), k=float(k))
