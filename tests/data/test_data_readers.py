@@ -492,3 +492,23 @@ def test_mnist_sample_spec():
     splits = load_dataset("mnist-sample")
     assert len(splits.train) == 4000 and len(splits.test) == 1000 and splits.num_classes == 10
     assert splits.source == "embedded" and splits.input_shape == (1, 28, 28)
+
+
+def test_cifar100_file_read_as_cifar10_is_caught(tmp_path, rng):
+    # 3,073 records of CIFAR-100 (3,074 bytes each) are also a whole number of CIFAR-10 records,
+    # but misaligned: the label check catches what the size check cannot
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    images = rng.integers(0, 256, (3073, 3, 32, 32), dtype=np.uint8)
+    content = cifar_records(images, np.full(3073, 5), np.full(3073, 99))
+    assert len(content) % 3073 == 0
+    (folder / "data_batch_1.bin").write_bytes(content)
+    with pytest.raises(ValueError, match=r"data_batch_1.bin: corrupt labels: expected values 0..9"):
+        load_cifar10(tmp_path)
+
+
+def test_mnist_labels_out_of_range(tmp_path, rng):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (2, 28, 28), dtype=np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([3, 12], np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: corrupt labels: .* up to 12"):
+        load_mnist(tmp_path, train=False)

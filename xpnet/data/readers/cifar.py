@@ -167,6 +167,13 @@ def read_label_names(path, key=b"label_names"):
 
 # -- whole datasets ---------------------------------------------------------------------------
 
+def check_label_range(labels, count, path):
+    """Labels outside 0..count-1 mean a misread or corrupt file (e.g. CIFAR-100 read as CIFAR-10)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= count):
+        raise ValueError(f"{path}: corrupt labels: expected values 0..{count - 1}, found "
+                         f"{int(labels.min())}..{int(labels.max())}")
+
+
 def _first_dir_with(directory, subdirs, name):
     for sub in subdirs:
         if (directory / sub / name).is_file():
@@ -235,7 +242,10 @@ def load_cifar10(directory, train: bool = True):
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"load_cifar10: {path} is missing ({version} version found in {folder})")
-    return _concat([reader(p) for p in paths])
+    parts = [reader(p) for p in paths]
+    for path, (_, labels) in zip(paths, parts):
+        check_label_range(labels, 10, path)
+    return _concat(parts)
 
 
 def load_cifar100(directory, train: bool = True, labels: str = "fine"):
@@ -254,11 +264,14 @@ def load_cifar100(directory, train: bool = True, labels: str = "fine"):
         if not path.is_file():
             raise FileNotFoundError(f"load_cifar100: {path} is missing (binary version found in {folder})")
         images, both = read_cifar_binary(path, label_bytes=2)
-        return images, both[:, 0 if labels == "coarse" else 1]
-    path = folder / name
-    if not path.is_file():
-        raise FileNotFoundError(f"load_cifar100: {path} is missing (python version found in {folder})")
-    return read_cifar_python(path, label_key=f"{labels}_labels".encode())
+        chosen = both[:, 0 if labels == "coarse" else 1]
+    else:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"load_cifar100: {path} is missing (python version found in {folder})")
+        images, chosen = read_cifar_python(path, label_key=f"{labels}_labels".encode())
+    check_label_range(chosen, 20 if labels == "coarse" else 100, path)
+    return images, chosen
 
 
 def cifar_class_names(directory, classes: int = 10, labels: str = "fine"):

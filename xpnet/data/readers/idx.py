@@ -136,4 +136,7 @@ def load_mnist(directory, train: bool = True):
                          f"{len(labels)} labels")
     if images.dtype != np.uint8:
         raise ValueError(f"{images_path}: expected uint8 pixels, found {images.dtype}")
+    if len(labels) and labels.max() > 9:
+        raise ValueError(f"{labels_path}: corrupt labels: expected digits/classes 0..9, found values up to "
+                         f"{int(labels.max())}")
     return images[:, None, :, :], labels.astype(np.int64)
