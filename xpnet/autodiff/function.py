@@ -270,7 +270,11 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 slots = pending.setdefault(id(t._node), [None] * t._node.n_outputs)
                 slots[t._output_index] = _accumulate(slots[t._output_index], g)
         if not retain_graph:
+            # drop everything the node holds, not just saved arrays: a caller that keeps the loss
+            # alive (until the next iteration reassigns it) must not keep every activation alive
             node.ctx._saved = None
+            node.ctx = None
+            node.inputs = ()
             node.freed = True
 
 
