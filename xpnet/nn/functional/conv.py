@@ -80,11 +80,11 @@ def conv2d_output_size(size, kernel, stride, padding, dilation, where: str = "co
             o -= 1  # the last window must start inside the input or its leading padding (PyTorch's rule)
         if o < 1:
             sym = "2P" if p[0] == p[1] else "P_begin + P_end"
-            rounding = "ceil" if ceil_mode else "floor"
             raise ValueError(
-                f"{where}: output {name} would be {o}, below 1: {rounding}((H + {sym} - D(K-1) - 1)/S) + 1 = "
-                f"{rounding}(({h} + {_padding_text(p)} - {d}*({k}-1) - 1)/{s}) + 1 = {o} "
-                f"for input {name} {h}; the input is too small for this kernel"
+                f"{where}: output {name} (H + {sym} - D(K-1) - 1)/S + 1 = "
+                f"({h} + {_padding_text(p)} - {d}*({k}-1) - 1)/{s} + 1 = {o} "
+                f"(rounded {'up' if ceil_mode else 'down'}) is below 1: input {name} {h} is too small for "
+                f"kernel {k}, dilation {d}, padding {p[0] if p[0] == p[1] else p}"
             )
         out.append(o)
     return tuple(out)
