@@ -1,0 +1,117 @@
+"""k-nearest-neighbour classification with brute-force distances computed in bounded chunks."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from .base import (
+    BaseEstimator,
+    ClassifierMixin,
+    check_choice,
+    check_predict_X,
+    check_X,
+    check_y_classes,
+)
+
+# elements of the (chunk, n_train, n_features) difference block when chunk_size is None
+_AUTO_CHUNK_ELEMENTS = 1 << 22
+
+
+class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
+    """Majority vote among the ``n_neighbors`` training samples closest to x.
+
+    Distances (``metric``): 'euclidean' ||x - x'||_2 or 'manhattan' ||x - x'||_1, computed from the
+    differences x - x' themselves, so that duplicated training points tie exactly. Queries go in
+    chunks of ``chunk_size`` rows, each a handful of whole-array operations (no loop over samples);
+    the largest temporary is chunk_size * n_train * n_features numbers. ``chunk_size=None`` picks
+    the rows that keep it near 4 Mi elements (32 MiB in float64).
+
+    Neighbours are ordered by distance with a stable sort, so equal distances keep the training
+    order; the vote is uniform and a tie between classes goes to the smallest label (the first
+    column of ``predict_proba`` reaching the maximum) -- scikit-learn's brute-force rules.
+    """
+
+    def __init__(self, n_neighbors=5, metric="euclidean", chunk_size=None):
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.chunk_size = chunk_size
+
+    def fit(self, X, y):
+        who = "KNeighborsClassifier.fit"
+        check_choice(who, "metric", self.metric, ("euclidean", "manhattan"))
+        self._check_k(who, self.n_neighbors)
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int)
+                                            or isinstance(self.chunk_size, bool)
+                                            or self.chunk_size < 1):
+            raise ValueError(f"{who}: chunk_size must be None or an int >= 1, got {self.chunk_size!r}")
+        X = check_X(X, who)
+        classes, codes = check_y_classes(y, X, who)
+        if self.n_neighbors > X.shape[0]:
+            raise ValueError(f"{who}: n_neighbors={self.n_neighbors} is more than the {X.shape[0]} "
+                             f"training samples")
+        self._fit_X = X
+        self._fit_codes = codes
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        self.n_samples_fit_ = X.shape[0]
+        return self
+
+    @staticmethod
+    def _check_k(who, k):
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"{who}: n_neighbors must be an int >= 1, got {k!r}")
+
+    def _rows_per_chunk(self, n_features):
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(1, _AUTO_CHUNK_ELEMENTS // (self.n_samples_fit_ * n_features))
+
+    def _distances(self, Xq):
+        """(q, n_train) distances of one chunk: squared for 'euclidean' (same order, no sqrt)."""
+        xp = array_namespace(Xq)
+        diff = Xq[:, None, :] - self._fit_X[None, :, :]
+        if self.metric == "manhattan":
+            return xp.sum(xp.abs(diff), axis=2)
+        return xp.sum(diff * diff, axis=2)
+
+    def kneighbors(self, X, n_neighbors=None, return_distance=True):
+        """The ``n_neighbors`` nearest training samples of each row of X, nearest first:
+        (distances (n, k), indices (n, k) int64), or indices alone with ``return_distance=False``."""
+        who = "KNeighborsClassifier.kneighbors"
+        X = check_predict_X(self, X, who, self._fit_X)
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        self._check_k(who, k)
+        if k > self.n_samples_fit_:
+            raise ValueError(f"{who}: n_neighbors={k} is more than the {self.n_samples_fit_} "
+                             f"training samples")
+        xp = array_namespace(X)
+        step = self._rows_per_chunk(X.shape[1])
+        dists, indices = [], []
+        for start in range(0, X.shape[0], step):
+            D = self._distances(X[start:min(start + step, X.shape[0]), :])
+            order = xp.argsort(D, axis=1, stable=True)[:, :k]
+            indices.append(order)
+            if return_distance:
+                dists.append(xp.take_along_axis(D, order, axis=1))
+        ind = xp.concat(indices, axis=0)
+        if not return_distance:
+            return ind
+        dist = xp.concat(dists, axis=0)
+        return (xp.sqrt(dist) if self.metric == "euclidean" else dist), ind
+
+    def predict_proba(self, X):
+        """(n, K): the fraction of the neighbours in each class, columns in ``classes_`` order."""
+        ind = self.kneighbors(X, return_distance=False)
+        xp = array_namespace(ind)
+        n_classes = self.classes_.shape[0]
+        neighbour_codes = xp.reshape(xp.take(self._fit_codes, xp.reshape(ind, (-1,)), axis=0),
+                                     ind.shape)
+        cols = xp.arange(n_classes, dtype=neighbour_codes.dtype, device=ind.device)
+        votes = xp.sum(xp.astype(neighbour_codes[:, :, None] == cols[None, None, :],
+                                 self._fit_X.dtype), axis=1)
+        return votes / ind.shape[1]
+
+    def predict(self, X):
+        xp = array_namespace(self._fit_X)
+        # argmax returns the first maximum: a tied vote goes to the smallest label
+        return xp.take(self.classes_, xp.argmax(self.predict_proba(X), axis=1), axis=0)
