@@ -215,9 +215,11 @@ def cmd_train(args) -> int:
                          f"{sample_shape}: {exc}") from None
     check_model_fits(model, sample_shape, args.model)
     train_tf, test_tf = _transforms(splits.train, augment=not args.no_augment and args.dataset != "synthetic")
+    # a prefetch thread pays off when compute runs on a GPU; on a CPU it competes for the cores
+    prefetch = 2 if backend.name == "cupy" or str(backend.device).startswith("cuda") else 0
     train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                                   seed=args.seed, transform=train_tf)
-    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf)
+                                   seed=args.seed, transform=train_tf, prefetch=prefetch)
+    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch)
     steps = len(train_loader) if args.limit_batches is None else min(len(train_loader), args.limit_batches)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), lr, args.momentum, args.weight_decay)
     scheduler = _make_scheduler(args.scheduler, optimizer, lr, epochs, steps)
