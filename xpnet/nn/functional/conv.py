@@ -190,6 +190,8 @@ class Convolution2d(Function):
         ctx.saved = saved
         ctx.unbatched = unbatched
         ctx.has_bias = b is not None
+        ctx.inputs = (x, w)  # for the forward-mode rule only; the context is dropped after backward
+        ctx.config = (stride, padding, dilation, groups)
         return y[0, ...] if unbatched else y
 
     @staticmethod
@@ -207,6 +209,28 @@ class Convolution2d(Function):
         if dx is not None and ctx.unbatched:
             dx = dx[0, ...]
         return dx, dw, db
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        # bilinear in (x, W), affine in b: dy = conv(dx, W) + conv(x, dW) + db
+        x, w = ctx.inputs
+        fast = _kernel(x, "conv2d_forward")
+        run = fast if fast is not None else conv2d_forward_generic
+        out = None
+        if tx is not None:
+            tx = namespace(tx).expand_dims(tx, axis=0) if ctx.unbatched else tx
+            out = run(tx, w, tb, *ctx.config)[0]
+            tb = None
+        if tw is not None:
+            term = run(x, tw, tb, *ctx.config)[0]
+            out = term if out is None else out + term
+            tb = None
+        if tb is not None:
+            y_shape = conv2d_output_size(tuple(x.shape[-2:]), tuple(w.shape[2:]), ctx.config[0], ctx.config[1],
+                                         ctx.config[2])
+            xp = namespace(tb)
+            out = xp.broadcast_to(xp.reshape(tb, (1, -1, 1, 1)), (x.shape[0], w.shape[0]) + y_shape)
+        return out[0, ...] if ctx.unbatched else out
 
 
 def check_conv2d_input(x, w, b, groups, where: str, in_channels=None):

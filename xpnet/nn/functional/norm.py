@@ -81,6 +81,7 @@ class BatchNormFunction(Function):
         run = fast if fast is not None else batch_norm_forward_generic
         y, ctx.saved, batch_mean, batch_var = run(x, gamma, beta, mean, var, training, eps)
         ctx.affine = (gamma is not None, beta is not None)
+        ctx.inputs = (x, gamma, mean, var, training, eps)  # for the forward-mode rule only
         if stats is not None and training:
             stats.append((batch_mean, batch_var))
         return y
@@ -92,6 +93,30 @@ class BatchNormFunction(Function):
         fast = backend_of(g).kernel("batch_norm_backward")
         saved, ctx.saved = ctx.saved, None
         return (fast or batch_norm_backward_generic)(g, saved, needs)
+
+    @staticmethod
+    def jvp(ctx, tx, tgamma, tbeta):
+        # training: d x_hat = (t_c - x_hat mean(x_hat t_c)) / sigma with t_c = t - mean(t); eval: t / sigma
+        x, gamma, mean, var, training, eps = ctx.inputs
+        xp = namespace(x)
+        _, (xhat, invstd, _, _), _, _ = batch_norm_forward_generic(x, None, None, mean, var, training, eps)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = _channel_shape(x.ndim, x.shape[1])
+        out = None
+        if tx is not None:
+            if training:
+                tc = tx - xp.mean(tx, axis=axes, keepdims=True)
+                dxhat = (tc - xhat * xp.mean(xhat * tc, axis=axes, keepdims=True)) * xp.reshape(invstd, shape)
+            else:
+                dxhat = tx * xp.reshape(invstd, shape)
+            out = dxhat if gamma is None else dxhat * xp.reshape(gamma, shape)
+        for term in (None if tgamma is None else xhat * xp.reshape(tgamma, shape),
+                     None if tbeta is None else xp.reshape(tbeta, shape)):
+            if term is not None:
+                out = term if out is None else out + term
+        if out is not None and tuple(out.shape) != tuple(x.shape):
+            out = xp.broadcast_to(out, x.shape)
+        return out
 
 
 def _update_in_place(buffer, value):
@@ -183,6 +208,14 @@ class LocalResponseNormFunction(Function):
         xp = namespace(g)
         back = _channel_window_sum(xp, g * y / d, hi, lo)
         return g * scale - (2.0 * alpha * beta / size) * x * back
+
+    @staticmethod
+    def jvp(ctx, tx):
+        # dy = t D^(-beta) - (2 alpha beta / n) (y / D) sum_{c' near c} x_{c'} t_{c'}
+        x, d, scale, y = ctx.saved_tensors
+        size, alpha, beta, lo, hi = ctx.config
+        near = _channel_window_sum(namespace(tx), x * tx, lo, hi)
+        return tx * scale - (2.0 * alpha * beta / size) * (y / d) * near
 
 
 def _channel_window_sum(xp, a, before: int, after: int):

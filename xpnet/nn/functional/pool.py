@@ -131,6 +131,8 @@ class MaxPool2dFunction(Function):
         fast = backend_of(x).kernel("max_pool2d_forward")
         run = fast if fast is not None else max_pool2d_forward_generic
         y, ctx.saved = run(x, kernel, stride, padding, dilation, out_hw)
+        ctx.x = x  # for the forward-mode rule only
+        ctx.config = (kernel, stride, padding, dilation, out_hw)
         return y[0, ...] if ctx.unbatched else y
 
     @staticmethod
@@ -141,6 +143,19 @@ class MaxPool2dFunction(Function):
         saved, ctx.saved = ctx.saved, None
         dx = (fast or max_pool2d_backward_generic)(g, saved)
         return dx[0, ...] if ctx.unbatched else dx
+
+    @staticmethod
+    def jvp(ctx, tx):
+        # the tangent of the window's argmax element: dy = dx_p at the saved argmax
+        xp = namespace(tx)
+        tx, _ = _unbatch_in(tx)
+        kernel, stride, padding, dilation, out_hw = ctx.config
+        _, (arg, _, _, _, _, _, _, shape_hw) = max_pool2d_forward_generic(ctx.x, *ctx.config)
+        tpad = _framed(xp, tx, shape_hw, padding[0][0], padding[1][0], 0.0)
+        out = xp.zeros(arg.shape, dtype=tx.dtype, device=tx.device)
+        for k, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_hw)):
+            out = xp.where(arg == k, tpad[:, :, rows, cols], out)
+        return out[0, ...] if ctx.unbatched else out
 
 
 class AvgPool2dFunction(Function):
