@@ -49,7 +49,7 @@ def require_float(x, where: str, what: str = "input") -> None:
 def same_dtype(a, b, where: str, a_name: str = "input", b_name: str = "target") -> None:
     """TypeError naming both dtypes when they differ: xpnet never upcasts silently."""
     da, db = raw(a).dtype, raw(b).dtype
-    if da != db:
+    if dtype_name(da) != dtype_name(db):  # by name: arrays of two namespaces reach the device check later
         raise TypeError(
             f"{where}: {a_name} dtype {dtype_name(da)} does not match {b_name} dtype {dtype_name(db)}; "
             "cast one explicitly (.float() / .double())"

@@ -57,7 +57,7 @@ def check_linear_input(x, w, b, where: str) -> None:
     in_features = wa.shape[1]
     if xa.ndim < 1 or xa.shape[-1] != in_features:
         raise ValueError(f"{where}: expected input (..., {in_features}), got {shape_text(xa.shape)}")
-    if xa.dtype != wa.dtype:
+    if dtype_name(xa.dtype) != dtype_name(wa.dtype):
         raise TypeError(
             f"{where}: input dtype {dtype_name(xa.dtype)} does not match weight dtype {dtype_name(wa.dtype)}; "
             "cast the input (x.float() / x.double()) or the layer (.float() / .double()) explicitly"
@@ -66,7 +66,7 @@ def check_linear_input(x, w, b, where: str) -> None:
         ba = raw(b)
         if tuple(ba.shape) != (wa.shape[0],):
             raise ValueError(f"{where}: bias must have shape ({wa.shape[0]},), got {shape_text(ba.shape)}")
-        if ba.dtype != wa.dtype:
+        if dtype_name(ba.dtype) != dtype_name(wa.dtype):
             raise TypeError(f"{where}: bias dtype {dtype_name(ba.dtype)} does not match weight dtype "
                             f"{dtype_name(wa.dtype)}")
 
