@@ -237,3 +237,39 @@ def test_state_left_behind_is_a_device_error(backend):
     with pytest.raises(xpnet.DeviceMismatchError, match=r"SGD.step, parameter 0 of group 0.*state 'momentum_buffer'"
                                                         r".*array_api_strict:device1"):
         opt.step()
+
+
+def test_module_and_optimizer_moved_together_keep_training_on_device1(backend):
+    nn = pytest.importorskip("xpnet.nn")
+    rng = np.random.default_rng(0)
+    x_host, y_host = rng.normal(size=(16, 3)), rng.normal(size=(16, 2))
+
+    def build():
+        xpnet.manual_seed(0)
+        model = nn.Linear(3, 2, dtype="float64")
+        opt = optim.Adam(model.parameters(), lr=0.05, amsgrad=True)
+        return model, opt
+
+    def train(model, opt, steps):
+        x, y = xpnet.tensor(x_host), xpnet.tensor(y_host)
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.MSELoss()(model(x), y).backward()
+            opt.step()
+        return [xpnet.to_numpy(p) for p in model.parameters()]
+
+    model, opt = build()
+    whole = train(model, opt, 10)
+    model, opt = build()
+    train(model, opt, 5)
+    params = list(model.parameters())
+    xpnet.to_device(model, "array_api_strict", "device1")
+    xpnet.to_device(opt, "array_api_strict", "device1")
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    with xpnet.use_backend("array_api_strict", "device1"):
+        rest = train(model, opt, 5)
+    for p in model.parameters():
+        assert xpnet.backends.describe_device(p.data) == "array_api_strict:device1"
+        assert xpnet.backends.describe_device(opt.state[p]["max_exp_avg_sq"]) == "array_api_strict:device1"
+    for a, b in zip(whole, rest):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
