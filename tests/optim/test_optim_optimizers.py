@@ -11,7 +11,7 @@ import pytest
 import xpnet
 import xpnet.optim as optim
 from xpnet.backends import base as backends_base
-from optim_cases import CASES, STEPS, TORCH_CASES, W0, C0, run_torch, run_xpnet, set_grads, sign_of, xpnet_params
+from optim_cases import A, B, CASES, STEPS, TORCH_CASES, W0, C0, run_torch, run_xpnet, set_grads, sign_of, xpnet_params
 
 IDS = [case[0] for case in CASES]
 TORCH_IDS = [case[0] for case in TORCH_CASES]
@@ -80,8 +80,6 @@ def reference_step(name, o, w, g, s, t):
 
 
 def run_reference(name, options, steps=STEPS):
-    from optim_cases import A, B
-
     o = {**DEFAULTS[name], **options}
     sign = sign_of(options)
     w, c = W0.copy(), C0.copy()
@@ -139,8 +137,6 @@ def test_defaults_match_torch(backend):
 
 def test_param_groups_with_own_options_match_torch(backend):
     torch = pytest.importorskip("torch")
-    from optim_cases import A, B
-
     w, c = xpnet_params()
     opt = optim.SGD([{"params": [w]}, {"params": c, "lr": 0.02, "momentum": 0.0}], lr=0.1, momentum=0.9)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.02]

@@ -8,7 +8,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from optim_cases import CASES, C0, W0, run_xpnet, set_grads, sign_of, xpnet_params
+from optim_cases import A, B, CASES, C0, W0, run_xpnet, set_grads, xpnet_params
 
 IDS = [case[0] for case in CASES]
 
@@ -184,7 +184,7 @@ def test_load_torch_state_dict_and_continue_like_torch(backend):
 
     options = dict(lr=0.05, amsgrad=True, weight_decay=0.1)
     reference = run_torch("Adam", options, steps=20)
-    a, b = torch.from_numpy(__import__("optim_cases").A), torch.from_numpy(__import__("optim_cases").B)
+    a, b = torch.from_numpy(A), torch.from_numpy(B)
     tw, tc = torch.tensor(W0, requires_grad=True), torch.tensor(C0, requires_grad=True)
     topt = torch.optim.Adam([tw, tc], **options)
     for _ in range(10):
