@@ -135,6 +135,13 @@ def test_float32_stays_float32(backend):
         assert xpnet.float32 == t.dtype, t
 
 
+def test_numpy_scalars_act_as_python_numbers(backend):
+    x = xpnet.tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    y = x * np.float64(2.0) + np.int64(1) - xpnet.tensor(np.ones(3, dtype=np.float32)).sum() / np.float32(3.0)
+    assert xpnet.float32 == y.dtype  # no upcast to float64, and no backend mismatch
+    np.testing.assert_allclose(y.numpy(), [2.0, 2.0, 2.0])
+
+
 def test_mixed_precision_gradients_take_each_inputs_dtype(backend):
     a = xpnet.tensor(np.ones(3, dtype=np.float32), requires_grad=True)
     b = xpnet.tensor(np.full(3, 2.0), requires_grad=True)
