@@ -140,6 +140,10 @@ class Function:
                 if a.requires_grad:
                     any_requires = True
             else:
+                if type(a).__module__ == "numpy" and type(a).__name__ != "ndarray" and hasattr(a, "item"):
+                    # a NumPy scalar (np.float64(3.0), np.int64(2)) acts as the Python number it
+                    # holds: no upcast of float32 data, and usable with every backend
+                    a = a.item()
                 raw.append(a)
                 tensor_inputs.append(None)
                 if a is None or isinstance(a, _PLAIN) or backend_name_of(a) is None:
