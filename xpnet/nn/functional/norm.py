@@ -135,8 +135,9 @@ def _check_channel_vector(v, c, where, what, ref):
     if tuple(va.shape) != (c,):
         raise ValueError(f"{where}: {what} must have shape ({c},), got {shape_text(va.shape)}")
     if va.dtype != raw(ref).dtype and what in ("weight", "bias"):
-        raise TypeError(f"{where}: {what} dtype {dtype_name(va.dtype)} does not match input dtype "
-                        f"{dtype_name(raw(ref).dtype)}; cast one explicitly")
+        raise TypeError(f"{where}: input dtype {dtype_name(raw(ref).dtype)} does not match {what} dtype "
+                        f"{dtype_name(va.dtype)}; cast one explicitly (x.float() / model.double()) - xpnet never "
+                        "upcasts silently")
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
