@@ -231,6 +231,10 @@ def test_to_device_moves_every_parameter_and_buffer(rng):
     with xpnet.use_backend("array_api_strict", "device2"):
         xpnet.to_device(model)  # no target: the current backend
     assert str(model[1].bias.backend) == "array_api_strict:device2"
+    # PyTorch-style single arguments: "backend:device", a device of the current namespace, a dtype
+    assert str(model.to("array_api_strict:device1")[1].weight.backend) == "array_api_strict:device1"
+    assert str(model.to("device2")[0].running.backend) == "array_api_strict:device2"
+    assert xpnet.float64 == model.to("float64")[1].weight.dtype
 
 
 def test_dtype_casts(backend):

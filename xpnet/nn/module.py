@@ -15,7 +15,6 @@ from typing import NamedTuple
 from ..autodiff.function import no_grad
 from ..autodiff.tensor import Tensor
 from ..backends import (
-    BACKEND_NAMES,
     backend_name_of,
     backend_of,
     canonical_name,
@@ -100,20 +99,27 @@ def factory_backend(device=None):
 
 
 def _split_to_args(backend, device, dtype):
-    """``m.to(xpnet.float64)`` and ``m.to("float64")`` mean a dtype, as ``torch_module.to(torch.float64)``."""
-    if backend is not None and dtype is None:
-        if isinstance(backend, DType):
-            return None, device, backend
-        if isinstance(backend, str) and backend.lower() not in BACKEND_NAMES:
-            try:
-                return None, device, DType(dtype_name(backend))
-            except TypeError:
-                pass
-        elif not isinstance(backend, str) and not hasattr(backend, "xp"):
-            try:
-                return None, device, DType(dtype_name(backend))
-            except TypeError:
-                pass
+    """Read ``m.to(x)`` as PyTorch users write it: ``x`` may be a backend (``"cupy"``), a
+    ``"backend:device"`` string (``"array_api_strict:device1"``, ``"cuda:1"``), a dtype
+    (``xpnet.float64``, ``"float64"``, a native dtype) or a device of the arrays' own namespace
+    (``"device1"``, ``"cpu"``)."""
+    if backend is None or hasattr(backend, "xp"):
+        return backend, device, dtype
+    if isinstance(backend, str):
+        head, _, tail = backend.partition(":")
+        try:
+            canonical_name(head)
+        except ValueError:
+            pass
+        else:
+            return head, (tail or device), dtype
+    if dtype is None:
+        try:
+            return None, device, DType(dtype_name(backend))
+        except TypeError:
+            pass
+    if device is None:
+        return None, backend, dtype
     return backend, device, dtype
 
 
@@ -495,8 +501,9 @@ class Module:
 
     def to(self, backend=None, device=None, dtype=None):
         """Move every parameter and buffer to ``backend``/``device`` and/or cast floating ones to
-        ``dtype``, in place; returns self. ``m.to(xpnet.float64)`` is a dtype cast, as in PyTorch.
-        With only ``device``, arrays stay in their namespace."""
+        ``dtype``, in place; returns self. With only ``device``, arrays stay in their namespace.
+        A single positional argument may also be a dtype (``m.to(xpnet.float64)``), a device
+        (``m.to("device1")``) or ``"backend:device"`` (``m.to("array_api_strict:device1")``)."""
         backend, device, dtype = _split_to_args(backend, device, dtype)
         if backend is not None or device is not None:
             self._apply_to_arrays(lambda a: to_device(a, backend=backend, device=device))
