@@ -34,6 +34,13 @@ def _grad_array(p):
     return grad if backend_name_of(grad) is not None else grad.data
 
 
+def _non_negative(value) -> bool:
+    try:
+        return float(value) >= 0
+    except (TypeError, ValueError):
+        return False
+
+
 def _shape(array) -> tuple:
     return tuple(array.shape)
 
@@ -117,10 +124,10 @@ class Optimizer:
     def _check_group(self, group: dict, index: int) -> None:
         """Validate one group's options (subclasses add their own checks)."""
         lr = group.get("lr", 0.0)
-        if not (isinstance(lr, (int, float)) and lr >= 0):
+        if not _non_negative(lr):
             raise ValueError(f"{type(self).__name__}: invalid learning rate lr={lr!r} in group {index}; expected lr >= 0")
         wd = group.get("weight_decay", 0.0)
-        if not (isinstance(wd, (int, float)) and wd >= 0):
+        if not _non_negative(wd):
             raise ValueError(
                 f"{type(self).__name__}: invalid weight_decay={wd!r} in group {index}; expected weight_decay >= 0"
             )
