@@ -1,0 +1,191 @@
+"""Registered fast paths equal the generic Array-API code: NumPy kernels on random inputs (float32 and
+float64, NCHW- and NHWC-strided inputs, a geometry grid), and that the functional code uses them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet.backends import numpy_kernels as nk
+from xpnet.nn.functional import conv as conv_mod
+from xpnet.nn.functional import norm as norm_mod
+from xpnet.nn.functional import pool as pool_mod
+
+TOL = {"float64": dict(rtol=1e-11, atol=1e-11), "float32": dict(rtol=2e-5, atol=2e-5)}
+
+# (N, C, H, W, O, kernel, stride, padding ((t, b), (l, r)), dilation, groups)
+CONV_CASES = [
+    (2, 3, 8, 8, 4, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    (3, 4, 7, 9, 6, (3, 2), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    (2, 4, 9, 8, 4, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    (2, 2, 10, 9, 3, (5, 5), (3, 2), ((2, 2), (1, 1)), (1, 1), 1),
+    (2, 3, 9, 9, 2, (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
+    (2, 4, 6, 7, 6, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    (2, 4, 7, 7, 4, (3, 3), (2, 1), ((1, 1), (0, 0)), (1, 2), 4),
+    (2, 2, 6, 5, 3, (2, 2), (1, 1), ((0, 1), (0, 1)), (1, 1), 1),
+    (1, 2, 5, 5, 2, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    (2, 3, 4, 4, 2, (3, 3), (1, 1), ((3, 3), (3, 3)), (1, 1), 1),
+    (2, 3, 23, 23, 4, (11, 11), (4, 4), ((2, 2), (2, 2)), (1, 1), 1),
+]
+
+
+def _layout(a, channels_last):
+    """The same values, stored NCHW-contiguous or as an NCHW view of NHWC memory."""
+    if not channels_last:
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _close(fast, generic, dtype):
+    assert fast.dtype == generic.dtype == np.dtype(dtype)
+    assert fast.shape == generic.shape
+    np.testing.assert_allclose(fast, generic, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
+def test_conv2d_fast_equals_generic(rng, case, channels_last, dtype):
+    n, c, h, w, o, kernel, stride, padding, dilation, groups = case
+    x = _layout(rng.standard_normal((n, c, h, w)).astype(dtype), channels_last)
+    wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    yf, sf = nk.conv2d_forward(x, wt, b, stride, padding, dilation, groups)
+    yg, sg = conv_mod.conv2d_forward_generic(x, wt, b, stride, padding, dilation, groups)
+    _close(yf, yg, dtype)
+    g = _layout(rng.standard_normal(yg.shape).astype(dtype), not channels_last)
+    for needs in ((True, True, True), (False, True, False), (True, False, False)):
+        fast = nk.conv2d_backward(g, sf, needs)
+        generic = conv_mod.conv2d_backward_generic(g, sg, needs)
+        for a, bgen, need in zip(fast, generic, needs):
+            assert (a is None) == (not need) == (bgen is None)
+            if need:
+                _close(a, bgen, dtype)
+
+
+def test_conv2d_fast_path_without_bias_and_repeated_calls(rng):
+    # workspaces are reused across calls of different shapes: results must not leak between them
+    for shape, o in (((2, 3, 9, 9), 4), ((1, 5, 4, 6), 2), ((2, 3, 9, 9), 4)):
+        x = rng.standard_normal(shape).astype("float32")
+        wt = rng.standard_normal((o, shape[1], 3, 3)).astype("float32")
+        yf, sf = nk.conv2d_forward(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        yg, sg = conv_mod.conv2d_forward_generic(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        _close(yf, yg, "float32")
+        g = rng.standard_normal(yg.shape).astype("float32")
+        for a, b in zip(nk.conv2d_backward(g, sf, (True, True, False))[:2],
+                        conv_mod.conv2d_backward_generic(g, sg, (True, True, False))[:2]):
+            _close(a, b, "float32")
+
+
+def test_conv2d_chunking_matches_single_chunk(rng, monkeypatch):
+    x = rng.standard_normal((5, 4, 6, 6))
+    wt = rng.standard_normal((3, 4, 3, 3))
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    y_one, s_one = nk.conv2d_forward(x, wt, None, *args)
+    g = rng.standard_normal(y_one.shape)
+    grads_one = nk.conv2d_backward(g, s_one, (True, True, False))
+    monkeypatch.setattr(nk, "CHUNK_BYTES", 1)  # one image per chunk
+    y_many, s_many = nk.conv2d_forward(x, wt, None, *args)
+    grads_many = nk.conv2d_backward(g, s_many, (True, True, False))
+    np.testing.assert_allclose(y_many, y_one, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_many[:2], grads_one[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# (kernel, stride, padding, dilation, ceil_mode, H, W)
+POOL_CASES = [
+    ((2, 2), (2, 2), 0, (1, 1), False, 8, 8),
+    ((2, 2), (2, 2), 0, (1, 1), False, 7, 9),
+    ((3, 3), (2, 2), 1, (1, 1), False, 9, 8),
+    ((3, 3), (1, 1), 1, (1, 1), False, 6, 5),
+    ((3, 2), (2, 1), 1, (1, 1), True, 7, 8),
+    ((2, 2), (3, 3), 1, (1, 1), True, 8, 7),
+    ((3, 3), (1, 1), 1, (2, 2), False, 7, 7),
+]
+
+
+def _pool_geometry(case):
+    kernel, stride, p, dilation, ceil_mode, h, w = case
+    pad = ((p, p), (p, p))
+    out = conv_mod.conv2d_output_size((h, w), kernel, stride, pad, dilation, ceil_mode=ceil_mode)
+    return kernel, stride, pad, dilation, out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
+def test_max_pool2d_fast_equals_generic(rng, case, channels_last, dtype):
+    kernel, stride, pad, dilation, out = _pool_geometry(case)
+    # a coarse grid of values makes ties common: both must route them to the first maximum
+    x = _layout(rng.integers(0, 4, (2, 3) + case[5:]).astype(dtype), channels_last)
+    yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+    yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
+    _close(yf, yg, dtype)
+    g = _layout(rng.standard_normal(yg.shape).astype(dtype), not channels_last)
+    _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case", [c for c in POOL_CASES if c[3] == (1, 1)],
+                         ids=[f"case{i}" for i, c in enumerate(POOL_CASES) if c[3] == (1, 1)])
+def test_avg_pool2d_fast_equals_generic(rng, case, count_include_pad, dtype):
+    kernel, stride, pad, _, out = _pool_geometry(case)
+    x = _layout(rng.standard_normal((2, 3) + case[5:]).astype(dtype), True)
+    for override in (None, 3):
+        yf, sf = nk.avg_pool2d_forward(x, kernel, stride, pad, out, count_include_pad, override)
+        yg, sg = pool_mod.avg_pool2d_forward_generic(x, kernel, stride, pad, out, count_include_pad, override)
+        _close(yf, yg, dtype)
+        g = rng.standard_normal(yg.shape).astype(dtype)
+        _close(nk.avg_pool2d_backward(g, sf), pool_mod.avg_pool2d_backward_generic(g, sg), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape,channels_last", [((7, 3), False), ((4, 3, 5), False), ((3, 4, 5, 6), False),
+                                                 ((3, 4, 5, 6), True)], ids=["NC", "NCL", "NCHW", "NHWC"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_fast_equals_generic(rng, shape, channels_last, training, affine, dtype):
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype) * 3 + 1
+    if channels_last:
+        x = _layout(x, True)
+    gamma = rng.standard_normal(c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+    mean = None if training else rng.standard_normal(c).astype(dtype)
+    var = None if training else (rng.random(c) + 0.5).astype(dtype)
+    yf, sf, mf, vf = nk.batch_norm_forward(x, gamma, beta, mean, var, training, 1e-5)
+    yg, sg, mg, vg = norm_mod.batch_norm_forward_generic(x, gamma, beta, mean, var, training, 1e-5)
+    _close(yf, yg, dtype)
+    if training:
+        _close(mf, mg, dtype)
+        _close(vf, vg, dtype)
+    else:
+        assert mf is None and vf is None
+    g = rng.standard_normal(shape).astype(dtype)
+    needs = (True, affine, affine)
+    for a, b in zip(nk.batch_norm_backward(g, sf, needs), norm_mod.batch_norm_backward_generic(g, sg, needs)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            _close(a, b, dtype)
+
+
+def test_numpy_backend_uses_registered_kernels():
+    backend = xpnet.get_backend("numpy")
+    for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+                 "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward"):
+        assert backend.kernel(name) is getattr(nk, name)
+    assert xpnet.get_backend("array_api_strict").kernel("conv2d_forward") is None
+
+
+def test_fast_outputs_are_channels_last_and_float32(rng):
+    # the layout contract that makes the next layer's im2col free
+    x = rng.standard_normal((2, 3, 8, 8)).astype("float32")
+    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    assert y.dtype == np.float32 and y.transpose(0, 2, 3, 1).flags.c_contiguous
+    p, _ = nk.max_pool2d_forward(y, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (4, 4))
+    assert p.dtype == np.float32 and p.transpose(0, 2, 3, 1).flags.c_contiguous
+    bn, *_ = nk.batch_norm_forward(y, np.ones(4, "float32"), np.zeros(4, "float32"), None, None, True, 1e-5)
+    assert bn.dtype == np.float32 and bn.transpose(0, 2, 3, 1).flags.c_contiguous
