@@ -9,8 +9,7 @@ import pytest
 
 import xpnet
 import xpnet.nn as nn
-import xpnet.nn.functional as F
-from nn_cases import arr, tensor, to_np
+from nn_cases import arr, to_np
 
 
 class Block(nn.Module):

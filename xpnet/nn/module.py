@@ -146,15 +146,17 @@ class Module:
         raise TypeError(f"{type(self).__name__} has no forward(): a Module subclass must define forward(self, ...)")
 
     def __call__(self, *args, **kwargs):
-        for hook in tuple(self._forward_pre_hooks.values()):
-            result = hook(self, args)
-            if result is not None:
-                args = result if isinstance(result, tuple) else (result,)
+        if self._forward_pre_hooks:
+            for hook in tuple(self._forward_pre_hooks.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
         out = self.forward(*args, **kwargs)
-        for hook in tuple(self._forward_hooks.values()):
-            result = hook(self, args, out)
-            if result is not None:
-                out = result
+        if self._forward_hooks:
+            for hook in tuple(self._forward_hooks.values()):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
         return out
 
     def register_forward_hook(self, hook) -> RemovableHandle:
@@ -248,7 +250,7 @@ class Module:
             raise TypeError(f"{kind} name must be a string, got {type(name).__name__}")
         if name == "" or "." in name:
             raise KeyError(f"{kind} name {name!r} must be non-empty and contain no '.'")
-        if hasattr(type(self), name) or (name in self.__dict__ and name not in ("training",)):
+        if hasattr(type(self), name) or name in self.__dict__:
             raise KeyError(f"attribute {name!r} already exists on {type(self).__name__}")
 
     def register_parameter(self, name: str, param) -> None:
