@@ -575,15 +575,20 @@ class Module:
         backend = backend or get_backend()
         return backend, (dtype if dtype is not None else backend.dtype(get_default_dtype()))
 
-    def summary(self, input_shape, dtype=None, print_fn=print) -> str:
-        """Run one forward pass on zeros of ``input_shape`` (batch dimension included, e.g.
-        ``(1, 3, 32, 32)``) under ``no_grad`` and in eval mode (so running statistics and the RNG
-        are untouched), and tabulate each layer's name, type, output shape and own parameter count.
-        The text is printed with ``print_fn`` (None: not printed) and returned."""
+    def summary(self, input_shape, batch_size: int = 1, dtype=None, print_fn=print) -> str:
+        """Tabulate each layer's name, type, output shape and own parameter count, and the totals.
+
+        ``input_shape`` is one sample's shape, without the batch dimension (as torchsummary's
+        ``input_size`` and Keras): ``model.summary((3, 32, 32))`` runs one forward pass on zeros of
+        shape ``(batch_size, 3, 32, 32)``, under ``no_grad`` and in eval mode (running statistics
+        and the RNG are untouched; each module's mode is restored). Output shapes include the batch
+        dimension. The text is printed with ``print_fn`` (None: not printed) and returned.
+        """
         backend, native_dtype = self._backend_and_dtype()
         if dtype is not None:
             native_dtype = backend.dtype(dtype)
-        shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
+        sample = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
+        shape = (int(batch_size),) + sample
         rows = {}
         order = []
         names = {id(m): (name, m) for name, m in self.named_modules() if m is not self}
