@@ -73,7 +73,7 @@ class GaussianClassifier(ClassifierMixin, BaseEstimator):
         eye = xp.eye(d, dtype=X.dtype, device=X.device)
         if self.covariance == "diagonal":
             cov = (member.mT @ (centred * centred)) / counts[:, None] + self.reg
-            if not bool(xp.all(cov > 0)):
+            if not bool(xp.all(cov > _singular_floor(xp, cov))):
                 raise ValueError(self._singular_message(who, "a feature is constant within a class"))
             self._log_det = xp.sum(xp.log(cov), axis=1)
         elif self.covariance == "shared":
@@ -115,7 +115,13 @@ class GaussianClassifier(ClassifierMixin, BaseEstimator):
         except Exception as exc:  # numpy/strict raise LinAlgError; cupy returns NaN instead
             raise ValueError(self._singular_message(
                 who, "fewer samples than features in a class, or collinear features")) from exc
-        if not bool(xp.all(xp.isfinite(chol))):
+        # a singular matrix may still factor with a pivot at rounding level. Pivot j squared is the
+        # variance of feature j left after regressing it on features < j; compared with its own
+        # variance it is scale-free, and a ratio at rounding level means a collinear feature
+        pivots = xp.linalg.diagonal(chol) ** 2
+        variances = xp.linalg.diagonal(cov)
+        floor = cov.shape[-1] * xp.finfo(cov.dtype).eps * variances
+        if not bool(xp.all(xp.isfinite(chol))) or not bool(xp.all(pivots > floor)):
             raise ValueError(self._singular_message(
                 who, "fewer samples than features in a class, or collinear features"))
         return chol
@@ -150,3 +156,9 @@ class GaussianClassifier(ClassifierMixin, BaseEstimator):
         X = check_predict_X(self, X, "GaussianClassifier.predict", self.means_)
         xp = array_namespace(X)
         return xp.take(self.classes_, xp.argmax(self._log_likelihood(X), axis=1), axis=0)
+
+
+def _singular_floor(xp, variances):
+    """Variances or pivots at or below D * eps * (largest variance) are rounding noise: (K, 1)."""
+    d = variances.shape[-1]
+    return d * xp.finfo(variances.dtype).eps * xp.max(variances, axis=-1, keepdims=True)

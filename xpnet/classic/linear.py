@@ -81,6 +81,10 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         if self.alpha > 0:
             gram = gram + self.alpha * xp.eye(Xc.shape[1], dtype=Xc.dtype, device=array_device(Xc))
         rhs = Xc.mT @ Yc
+        # LU may not meet an exact zero pivot in floating point: judge singularity by the spectrum
+        spectrum = xp.linalg.eigvalsh(gram)
+        if float(xp.min(spectrum)) <= float(xp.max(spectrum)) * gram.shape[0] * xp.finfo(gram.dtype).eps:
+            raise ValueError(self._singular_message(who))
         try:
             W = xp.linalg.solve(gram, rhs)
         except Exception as exc:  # numpy and strict raise LinAlgError on a singular system

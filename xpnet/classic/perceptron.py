@@ -91,15 +91,18 @@ class Perceptron(ClassifierMixin, BaseEstimator):
                 Xe, Te = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
             else:
                 Xe, Te = X, T
-            # eta0 and the frozen classes are folded into the step targets once per epoch
-            steps = eta0 * Te * active_mask
+            # eta0 and the frozen classes are folded into the step targets once per epoch; rows
+            # are split out once too (indexing one row at a time costs more than the arithmetic)
+            rows = xp.unstack(Xe, axis=0)
+            columns = xp.unstack(Xe[:, :, None], axis=0)
+            targets = xp.unstack(Te, axis=0)
+            steps = xp.unstack(eta0 * Te * active_mask, axis=0)
             margins = []
-            for i in range(n):
-                x = Xe[i, :]
-                margin = Te[i, :] * (x @ W + b)
+            for x, x_col, t, step in zip(rows, columns, targets, steps):
+                margin = t * (x @ W + b)
                 margins.append(margin)
-                update = xp.where(margin <= 0.0, steps[i, :], 0.0)
-                W = W + x[:, None] * update[None, :]
+                update = xp.where(margin <= 0.0, step, 0.0)
+                W = W + x_col * update
                 if self.fit_intercept:
                     b = b + update
             loss = xp.sum(xp.maximum(-xp.stack(margins, axis=0), 0.0), axis=0)

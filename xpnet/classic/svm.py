@@ -29,9 +29,9 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
     Full-batch subgradient descent with the step lr_k = lr / (1 + lr lambda k), k = 1, 2, ...: it
     starts at lr and decays as 1/(lambda k), the rate for a lambda-strongly convex objective (Pegasos'
     schedule without its huge first steps). J is not differentiable where m_i = 1 and need not fall
-    every step, so the iterate with the lowest J seen is kept. Stops after ``max_iter`` steps, or once the best J has improved by less than
-    ``tol * |J|`` over the last ``n_iter_no_change`` steps. With K > 2 classes, K classifiers (class
-    k against the rest) are trained at once; t is +1 / -1.
+    every step, so the iterate with the lowest J seen is kept. Stops after ``max_iter`` steps, or
+    once the best J has improved by less than ``tol * |J|`` over the last ``n_iter_no_change`` steps.
+    With K > 2 classes, K classifiers (class k against the rest) are trained at once; t is +1 / -1.
 
     This is the hinge loss with an unpenalised intercept, i.e. the textbook SVM; scikit-learn's
     LinearSVC defaults to the squared hinge and penalises its intercept, so compare with
