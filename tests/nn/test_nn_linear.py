@@ -114,3 +114,13 @@ def test_identity_and_flatten(backend, rng):
     assert nn.Flatten(1, 2)(x).shape == (2, 12, 5)
     assert F.flatten(x).shape == (120,)
     assert repr(flat) == "Flatten(start_dim=1, end_dim=-1)"
+
+
+def test_functional_namespace(backend):
+    expected = {"linear", "flatten", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+                "local_response_norm", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax",
+                "dropout", "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                "cross_entropy", "nll_loss", "multi_margin_loss", "pad"}
+    assert set(F.__all__) == expected and all(callable(getattr(F, n)) for n in expected)
+    padded = F.pad(xpnet.ones(1, 2), (1, 2), value=0.5)
+    np.testing.assert_array_equal(to_np(padded), [[0.5, 1.0, 1.0, 0.5, 0.5]])
