@@ -127,26 +127,30 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **config):
-        raw = []
-        tensor_inputs = []
+        n = len(args)
+        raw = list(args)
+        tensor_inputs = [None] * n
+        needs = [False] * n
         any_requires = False
-        first = None  # the first array seen; a second array on another device triggers the check
+        first = None  # the first array seen; a later one on another device triggers the check
         mixed = False
-        for a in args:
+        for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 d = a.data
-                raw.append(d)
-                tensor_inputs.append(a)
+                raw[i] = d
+                tensor_inputs[i] = a
                 if a.requires_grad:
-                    any_requires = True
+                    needs[i] = any_requires = True
             else:
-                if type(a).__module__ == "numpy" and type(a).__name__ != "ndarray" and hasattr(a, "item"):
+                kind = type(a)
+                if kind in _NUMBERS or a is None:
+                    continue
+                if kind.__module__ == "numpy" and kind.__name__ != "ndarray" and hasattr(a, "item"):
                     # a NumPy scalar (np.float64(3.0), np.int64(2)) acts as the Python number it
                     # holds: no upcast of float32 data, and usable with every backend
-                    a = a.item()
-                raw.append(a)
-                tensor_inputs.append(None)
-                if a is None or isinstance(a, _PLAIN) or backend_name_of(a) is None:
+                    raw[i] = a.item()
+                    continue
+                if isinstance(a, _PLAIN) or backend_name_of(a) is None:
                     continue
                 d = a
             if first is None:
@@ -157,21 +161,24 @@ class Function:
             check_same_device(*[a for a in raw if a is not None and not isinstance(a, _PLAIN)],
                               op=cls.__name__)
 
-        record = any_requires and cls.differentiable and _grad_enabled.get()
-        ctx = Context(tuple(t is not None and t.requires_grad for t in tensor_inputs))
+        ctx = Context(tuple(needs))
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise _named(exc, cls.__name__) from exc
         multi = type(out) is tuple
-        outs = out if multi else (out,)
-
-        if record:
-            node = Node(cls, ctx, tuple(tensor_inputs), len(outs),
-                        tuple((o.shape, o.dtype) for o in outs))
-            results = tuple(Tensor._from_op(o, node, i) for i, o in enumerate(outs))
+        record = any_requires and cls.differentiable and _grad_enabled.get()
+        if not multi:
+            if record:
+                node = Node(cls, ctx, tuple(tensor_inputs), 1, ((out.shape, out.dtype),))
+                results = (Tensor._from_op(out, node, 0),)
+            else:
+                results = (Tensor._wrap(out),)
+        elif record:
+            node = Node(cls, ctx, tuple(tensor_inputs), len(out), tuple((o.shape, o.dtype) for o in out))
+            results = tuple(Tensor._from_op(o, node, i) for i, o in enumerate(out))
         else:
-            results = tuple(Tensor._wrap(o) for o in outs)
+            results = tuple(Tensor._wrap(o) for o in out)
 
         if (_forward_mode.get() and cls.differentiable
                 and any(t is not None and t._tangent is not None for t in tensor_inputs)):
@@ -185,6 +192,7 @@ class Function:
         return results if multi else results[0]
 
 
+_NUMBERS = frozenset((int, float, bool, complex))
 _PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsis))
 
 
@@ -210,19 +218,19 @@ def _topological_order(root_node):
         if expanded:
             order.append(node)
             continue
-        if id(node) in visited:
+        # marked when expanded, not when pushed: marking on push would let a node reached through
+        # several consumers finish before one of them, and run its backward too early
+        if node in visited:
             continue
-        visited.add(id(node))
+        visited.add(node)
         stack.append((node, True))
         for t in node.inputs:
-            if t is not None and t._node is not None and id(t._node) not in visited:
-                stack.append((t._node, False))
+            if t is not None:
+                parent = t._node
+                if parent is not None and parent not in visited:
+                    stack.append((parent, False))
     order.reverse()
     return order
-
-
-def _accumulate(existing, new):
-    return new if existing is None else existing + new
 
 
 def run_backward(root, grad, retain_graph: bool = False) -> None:
@@ -231,14 +239,15 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
     Each node runs once, in reverse topological order, with the sum of the gradients that reached
     each of its outputs; leaf Tensors that require grad accumulate into ``.grad``.
     """
-    if root._node is None:
+    start = root._node
+    if start is None:
         if root.requires_grad:
             root._accumulate_grad(grad)
         return
-    pending: dict = {id(root._node): [None] * root._node.n_outputs}
-    pending[id(root._node)][root._output_index] = grad
-    for node in _topological_order(root._node):
-        grads = pending.pop(id(node), None)
+    pending = {start: [None] * start.n_outputs}
+    pending[start][root._output_index] = grad
+    for node in _topological_order(start):
+        grads = pending.pop(node, None)
         if grads is None:
             continue
         if node.freed:
@@ -246,16 +255,14 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 f"trying to backward through {node!r} a second time: the graph was freed after the "
                 "first backward; pass retain_graph=True to the first backward"
             )
-        if any(g is None for g in grads):
+        if len(grads) > 1 and any(g is None for g in grads):
             grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
         try:
             in_grads = node.fn.backward(node.ctx, *grads)
         except (ValueError, TypeError, IndexError) as exc:
             raise _named(exc, f"{node.fn.__name__}.backward") from exc
-        if not isinstance(in_grads, tuple):
+        if type(in_grads) is not tuple:
             in_grads = (in_grads,)
-        if len(in_grads) < len(node.inputs):
-            in_grads = tuple(in_grads) + (None,) * (len(node.inputs) - len(in_grads))
         for t, g in zip(node.inputs, in_grads):
             if t is None or g is None or not t.requires_grad:
                 continue
@@ -266,13 +273,17 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                     f"{node.fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
                     f"input of shape {tuple(t.shape)}"
                 )
-            if t._retains_grad and t._node is not None:
+            parent = t._node
+            if parent is None:
                 t._accumulate_grad(g)
-            if t._node is None:
+                continue
+            if t._retains_grad:
                 t._accumulate_grad(g)
-            else:
-                slots = pending.setdefault(id(t._node), [None] * t._node.n_outputs)
-                slots[t._output_index] = _accumulate(slots[t._output_index], g)
+            slots = pending.get(parent)
+            if slots is None:
+                slots = pending[parent] = [None] * parent.n_outputs
+            k = t._output_index
+            slots[k] = g if slots[k] is None else slots[k] + g
         if not retain_graph:
             # drop everything the node holds, not just saved arrays: a caller that keeps the loss
             # alive (until the next iteration reassigns it) must not keep every activation alive

@@ -37,8 +37,13 @@ class Tensor:
 
     __array_priority__ = 1000  # NumPy defers ``ndarray + Tensor`` to Tensor.__radd__
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_output_index", "_retains_grad",
-                 "_tangent", "__weakref__", "__dict__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__", "__dict__")
+
+    # Rarely set, so class-level defaults instead of per-instance slots: creating a Tensor (once
+    # per operation output) then writes four attributes only.
+    _output_index = 0  # which output of its node this Tensor is
+    _retains_grad = False  # keep .grad on a non-leaf (retain_grad())
+    _tangent = None  # forward-mode tangent (a raw array) inside autodiff.jvp
 
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
@@ -48,9 +53,6 @@ class Tensor:
         self.data = data
         self.grad = None
         self._node = None
-        self._output_index = 0
-        self._retains_grad = False
-        self._tangent = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -62,9 +64,6 @@ class Tensor:
         t.data = data
         t.grad = None
         t._node = None
-        t._output_index = 0
-        t._retains_grad = False
-        t._tangent = None
         t.requires_grad = False
         return t
 
@@ -74,10 +73,9 @@ class Tensor:
         t.data = data
         t.grad = None
         t._node = node
-        t._output_index = index
-        t._retains_grad = False
-        t._tangent = None
         t.requires_grad = True
+        if index:
+            t._output_index = index
         return t
 
     # -- metadata ------------------------------------------------------------------------------
@@ -262,8 +260,12 @@ class Tensor:
 
 
 def _binary(name, reflected=False):
+    fn = None  # the ops function, looked up on first use (ops imports this module)
+
     def method(self, other):
-        fn = getattr(_ops(), name)
+        nonlocal fn
+        if fn is None:
+            fn = getattr(_ops(), name)
         return fn(other, self) if reflected else fn(self, other)
 
     method.__name__ = f"__{'r' if reflected else ''}{name}__"
