@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from ...backends import backend_name_of, get_backend, resolve_dtype
 from ..tensor import Tensor
 
 # array_namespace() costs microseconds per call; the namespace depends only on the array type.
@@ -128,22 +127,3 @@ def pick_keepdims(op, keepdims, keepdim):
 def keepdims_shape(shape, axes):
     """``shape`` with each of ``axes`` set to 1 (the keepdims shape of a reduction)."""
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
-
-
-def as_index_array(index, like):
-    """An integer index (Tensor, raw array, list or tuple of ints) as an int64 array on the device
-    and in the namespace of raw array ``like``."""
-    if isinstance(index, Tensor):
-        index = index.data
-    xp = namespace(like)
-    if backend_name_of(index) is None:
-        index = xp.asarray(index, dtype=xp.int64, device=like.device)
-    return index
-
-
-def native_dtype(xp, dtype):
-    return resolve_dtype(xp, dtype)
-
-
-def current_xp():
-    return get_backend().xp

@@ -12,17 +12,24 @@ import math
 from ...backends import dtype_name, get_default_dtype, is_float_dtype, resolve_dtype
 from ..function import Function
 from ..tensor import Tensor
-from ._common import (add_tangents, dtype_of, expand_to, namespace, namespace_of, raw, shape_of,
-                      unbroadcast)
+from ._common import add_tangents, expand_to, namespace, namespace_of, raw, unbroadcast
 
 # -- arithmetic -----------------------------------------------------------------------------------
 
 
+_NUMBER = (int, float, bool)
+
+
 def _save_operands(ctx, a, b):
-    ctx.a_shape = shape_of(a)
-    ctx.b_shape = shape_of(b)
-    ctx.a_dtype = dtype_of(a)
-    ctx.b_dtype = dtype_of(b)
+    """Record the operands' shapes and dtypes (not the arrays) for unbroadcast in backward."""
+    if isinstance(a, _NUMBER):
+        ctx.a_shape, ctx.a_dtype = (), None
+    else:
+        ctx.a_shape, ctx.a_dtype = a.shape, a.dtype
+    if isinstance(b, _NUMBER):
+        ctx.b_shape, ctx.b_dtype = (), None
+    else:
+        ctx.b_shape, ctx.b_dtype = b.shape, b.dtype
 
 
 class Add(Function):
@@ -35,7 +42,7 @@ class Add(Function):
     def forward(ctx, a, b):
         _save_operands(ctx, a, b)
         out = a + b
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -59,7 +66,7 @@ class Sub(Function):
     def forward(ctx, a, b):
         _save_operands(ctx, a, b)
         out = a - b
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -84,7 +91,7 @@ class Mul(Function):
         _save_operands(ctx, a, b)
         ctx.save_for_backward(a, b)
         out = a * b
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -112,7 +119,7 @@ class Div(Function):
         _save_operands(ctx, a, b)
         out = a / b
         ctx.save_for_backward(b, out)
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -142,7 +149,7 @@ class Pow(Function):
         _save_operands(ctx, a, b)
         out = a ** b
         ctx.save_for_backward(a, b, out)
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -372,7 +379,7 @@ class _Extreme(Function):
         a_arr, b_arr = _as_operand(a, b), _as_operand(b, a)
         out = xp.maximum(a_arr, b_arr) if cls.larger else xp.minimum(a_arr, b_arr)
         ctx.save_for_backward(a_arr, b_arr)
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @classmethod
@@ -484,7 +491,7 @@ class Where(Function):
             b_arr = xp.asarray(b_arr, dtype=dtype, device=cond.device)
         out = xp.where(cond, a_arr, b_arr)
         ctx.save_for_backward(cond)
-        ctx.out_shape = tuple(out.shape)
+        ctx.out_shape = out.shape
         return out
 
     @staticmethod
