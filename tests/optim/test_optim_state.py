@@ -226,17 +226,37 @@ def test_to_device_moves_state_and_training_continues_on_device1(backend):
         np.testing.assert_allclose(a_c, b_c, rtol=1e-12)
 
 
-def test_state_left_behind_is_a_device_error(backend):
-    # parameters moved without the optimizer: a clear error, never a silent copy
+def test_state_left_behind_is_a_device_error_that_changes_nothing(backend):
+    # parameters moved without the optimizer: a clear error before any state is touched
     w, c = xpnet_params()
     opt = optim.SGD([w, c], lr=0.1, momentum=0.9)
     run_xpnet("SGD", {}, steps=1, params=(w, c), optimizer=opt)
+    expected = run_xpnet("SGD", dict(lr=0.1, momentum=0.9), steps=3)[-1]
+    buffer = xpnet.to_numpy(opt.state[w]["momentum_buffer"])
     for p in (w, c):
         p.data = xpnet.to_device(p.data, "array_api_strict", "device1")
     set_grads(w, c, 1.0)
     with pytest.raises(xpnet.DeviceMismatchError, match=r"SGD.step, parameter 0 of group 0.*state 'momentum_buffer'"
                                                         r".*array_api_strict:device1"):
         opt.step()
+    np.testing.assert_array_equal(xpnet.to_numpy(opt.state[w]["momentum_buffer"]), buffer)
+    xpnet.to_device(opt, "array_api_strict", "device1")
+    with xpnet.use_backend("array_api_strict", "device1"):
+        last = run_xpnet("SGD", {}, steps=2, params=(w, c), optimizer=opt)[-1]
+    np.testing.assert_allclose(last[0], expected[0], rtol=1e-12)
+
+
+def test_gradient_of_the_wrong_shape_is_an_error_that_changes_nothing(backend):
+    w, c = xpnet_params()
+    opt = optim.Adam([w, c], lr=0.1)
+    run_xpnet("Adam", {}, steps=1, params=(w, c), optimizer=opt)
+    before = snapshot(opt)
+    data = xpnet.to_numpy(w)
+    w.grad = xpnet.tensor(np.ones((1, 2)))  # would broadcast silently against (4, 2)
+    with pytest.raises(ValueError, match=r"gradient of parameter 0 in group 0 has shape \(1, 2\), expected \(4, 2\)"):
+        opt.step()
+    assert_same_snapshot(snapshot(opt), before)
+    np.testing.assert_array_equal(xpnet.to_numpy(w), data)
 
 
 def test_module_and_optimizer_moved_together_keep_training_on_device1(backend):

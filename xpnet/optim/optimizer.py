@@ -172,25 +172,46 @@ class Optimizer:
                 state = self.state.get(p)
                 if state is None:
                     state = self.init_state(w, group)
+                self._check_inputs(w, g, state, gi, pi)
                 if "step" in state:
                     state["step"] += 1
                 try:
                     p.data = self._updater(w, group)(w, g, state, group)
                 except Exception:
-                    self._explain_failure(w, g, state, gi, pi)
+                    if "step" in state:
+                        state["step"] -= 1
                     raise
                 if state:
                     self.state[p] = state
         return loss
 
-    def _explain_failure(self, w, g, state, gi, pi) -> None:
-        """After a failed update: raise DeviceMismatchError if the arrays were on different devices
-        (checked only now, so the normal step pays nothing for it)."""
-        arrays = [w, g] + [v for v in state.values() if backend_name_of(v) is not None]
-        names = ["parameter", "gradient"] + [f"state '{k}'" for k, v in state.items() if backend_name_of(v) is not None]
+    def _check_inputs(self, w, g, state, gi, pi) -> None:
+        """Before anything is updated in place: the gradient has the parameter's shape, and the
+        gradient and state live where the parameter does (a type and device compare per array)."""
+        if g.shape != w.shape:
+            raise ValueError(
+                f"{type(self).__name__}.step: the gradient of parameter {pi} in group {gi} has shape "
+                f"{_shape(g)}, expected {_shape(w)} (the parameter's shape)"
+            )
+        kind, device = type(w), getattr(w, "device", None)
+        suspect = type(g) is not kind or getattr(g, "device", None) != device
+        for value in state.values():
+            if suspect:
+                break
+            if type(value) is kind:
+                suspect = getattr(value, "device", None) != device
+            else:
+                suspect = backend_name_of(value) is not None
+        if not suspect:
+            return
+        names, arrays = ["parameter", "gradient"], [w, g]
+        for key, value in state.items():
+            if backend_name_of(value) is not None:
+                names.append(f"state '{key}'")
+                arrays.append(value)
         check_same_device(*arrays, op=f"{type(self).__name__}.step, parameter {pi} of group {gi} "
-                                      f"(arguments: {', '.join(names)}); after moving a model, move its "
-                                      "optimizer too with xpnet.to_device(optimizer, ...)")
+                                      f"(arguments: {', '.join(names)}); after moving a model, move "
+                                      "its optimizer too with xpnet.to_device(optimizer, ...)")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients: drop them (default) or fill them with zeros."""
