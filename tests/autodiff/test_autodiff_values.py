@@ -250,3 +250,19 @@ def test_unbroadcast_helper(backend):
     np.testing.assert_array_equal(xpnet.to_numpy(unbroadcast(g, (3, 1))), np.full((3, 1), 8.0))
     np.testing.assert_array_equal(xpnet.to_numpy(unbroadcast(g, ())), 24.0)
     assert unbroadcast(g, (2, 3, 4)) is g
+
+
+def test_counting_and_scalar_branches(backend):
+    hits = xpnet.tensor(np.array([True, False, True, True]))
+    assert hits.sum().item() == 3 and xpnet.int64 == hits.sum().dtype
+    accuracy = hits.mean()
+    assert xpnet.get_default_dtype() == accuracy.dtype and accuracy.item() == pytest.approx(0.75)
+    picked = xpnet.where(hits, 1.0, -1.0)
+    np.testing.assert_array_equal(picked.numpy(), [1.0, -1.0, 1.0, 1.0])
+    assert xpnet.get_default_dtype() == picked.dtype
+    scalar = xpnet.tensor(np.array(2.5), requires_grad=True)
+    total = scalar.sum(dim=0)  # PyTorch accepts dim 0 on a 0-d tensor
+    total.backward()
+    assert total.item() == 2.5 and scalar.grad.item() == 1.0
+    with pytest.raises(TypeError, match="eq: expected at least one Tensor"):
+        xpnet.eq(1.0, 2.0)

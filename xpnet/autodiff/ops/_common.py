@@ -89,11 +89,16 @@ def normalize_axis(axis, ndim: int, op: str):
         axes = tuple(int(a) for a in axis)
     else:
         axes = (int(axis),)
+    if ndim == 0:
+        # PyTorch accepts dim 0 or -1 on a 0-d tensor and reduces over nothing
+        if any(a not in (0, -1) for a in axes):
+            raise ValueError(f"{op}: axis {axis} is out of range for a 0-dimensional input")
+        return ()
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for an input of {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis}")
     return tuple(sorted(out))

@@ -153,10 +153,11 @@ class Pow(Function):
         return out
 
     @staticmethod
-    def _da(a, b, xp_ref):
+    def _da(a, b, y):
+        """∂y/∂a = b a^(b-1); for the exponents 0 and 2 without 0 · a^(-1) or a power."""
         if isinstance(b, (int, float)):
             if b == 0:
-                return xp_ref * 0
+                return y * 0
             if b == 2:
                 return 2 * a
             return b * a ** (b - 1)
@@ -482,13 +483,14 @@ class Where(Function):
     def forward(ctx, cond, a, b):
         _save_operands(ctx, a, b)
         xp = namespace_of(a, b, cond)
-        a_arr, b_arr = _as_operand(a, b), _as_operand(b, a)
-        if isinstance(a_arr, (int, float)):
+        if isinstance(a, _NUMBER) and isinstance(b, _NUMBER):
             # both branches are numbers: a float result takes the default float dtype, as factories do
-            floaty = isinstance(a_arr, float) or isinstance(b_arr, float)
+            floaty = isinstance(a, float) or isinstance(b, float)
             dtype = resolve_dtype(xp, get_default_dtype() if floaty else "int64")
-            a_arr = xp.asarray(a_arr, dtype=dtype, device=cond.device)
-            b_arr = xp.asarray(b_arr, dtype=dtype, device=cond.device)
+            a_arr = xp.asarray(a, dtype=dtype, device=cond.device)
+            b_arr = xp.asarray(b, dtype=dtype, device=cond.device)
+        else:
+            a_arr, b_arr = _as_operand(a, b), _as_operand(b, a)
         out = xp.where(cond, a_arr, b_arr)
         ctx.save_for_backward(cond)
         ctx.out_shape = out.shape
@@ -705,27 +707,33 @@ def astype(x, dtype):
 
 
 def eq(a, b):
-    """a == b elementwise: a boolean Tensor without gradient."""
+    """a == b elementwise: a boolean Tensor without gradient (so are ne, lt, le, gt, ge)."""
+    _check_operands("eq", a, b)
     return Equal.apply(a, b)
 
 
 def ne(a, b):
+    _check_operands("ne", a, b)
     return NotEqual.apply(a, b)
 
 
 def lt(a, b):
+    _check_operands("lt", a, b)
     return Less.apply(a, b)
 
 
 def le(a, b):
+    _check_operands("le", a, b)
     return LessEqual.apply(a, b)
 
 
 def gt(a, b):
+    _check_operands("gt", a, b)
     return Greater.apply(a, b)
 
 
 def ge(a, b):
+    _check_operands("ge", a, b)
     return GreaterEqual.apply(a, b)
 
 

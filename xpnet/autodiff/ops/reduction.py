@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ...backends import get_default_dtype, is_float_dtype, resolve_dtype
 from ..function import Function
 from ._common import (keepdims_shape, namespace, normalize_axis, normalize_dim, pick_axis,
                       pick_keepdims, raw)
@@ -38,12 +39,18 @@ def _fold(ctx, y):
 
 
 class Sum(Function):
-    """y = Σ_axes x.        dL/dx = Ĝ"""
+    """y = Σ_axes x.        dL/dx = Ĝ
+
+    A boolean input counts its True values (int64), as in PyTorch.
+    """
 
     @staticmethod
     def forward(ctx, x, axis=(), keepdims=False):
         _setup(ctx, x, axis, keepdims)
-        return namespace(x).sum(x, axis=axis, keepdims=keepdims)
+        xp = namespace(x)
+        if x.dtype == xp.bool:
+            x = xp.astype(x, xp.int64)
+        return xp.sum(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -55,12 +62,19 @@ class Sum(Function):
 
 
 class Mean(Function):
-    """y = (1/N) Σ_axes x.        dL/dx = Ĝ / N"""
+    """y = (1/N) Σ_axes x.        dL/dx = Ĝ / N
+
+    A boolean or integer input is averaged in the default float dtype (``(pred == y).mean()``
+    is an accuracy), the same on every backend.
+    """
 
     @staticmethod
     def forward(ctx, x, axis=(), keepdims=False):
         _setup(ctx, x, axis, keepdims)
-        return namespace(x).mean(x, axis=axis, keepdims=keepdims)
+        xp = namespace(x)
+        if not is_float_dtype(x.dtype):
+            x = xp.astype(x, resolve_dtype(xp, get_default_dtype()))
+        return xp.mean(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -77,7 +91,6 @@ class _Extremum(Function):
     @staticmethod
     def _run(ctx, x, axis, keepdims, reducer):
         _setup(ctx, x, axis, keepdims)
-        xp = namespace(x)
         m = reducer(x, axis=axis, keepdims=True)
         ctx.save_for_backward(x, m)
         return _fold(ctx, m)
