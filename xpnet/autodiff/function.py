@@ -165,7 +165,10 @@ class Function:
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-            raise _named(exc, cls.__name__) from exc
+            named = _named(exc, cls.__name__)
+            if named is exc:
+                raise
+            raise named from exc
         multi = type(out) is tuple
         record = any_requires and cls.differentiable and _grad_enabled.get()
         if not multi:
@@ -198,14 +201,16 @@ _PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsi
 
 def _named(exc, op):
     """``exc`` with its message prefixed by the operation's name, unless it already names one."""
+    if type(exc) not in _RENAMEABLE:
+        return exc  # a subclass (DeviceMismatchError, numpy's AxisError) keeps its own form
     message = str(exc)
     head = message.split(":", 1)[0]
     if ":" in message and head and " " not in head.strip():
         return exc
-    try:
-        return type(exc)(f"{op}: {message}")
-    except Exception:  # an exception type with a custom constructor: keep it as it is
-        return exc
+    return type(exc)(f"{op}: {message}")
+
+
+_RENAMEABLE = frozenset((ValueError, TypeError, IndexError, RuntimeError))
 
 
 def _topological_order(root_node):
@@ -260,7 +265,10 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
         try:
             in_grads = node.fn.backward(node.ctx, *grads)
         except (ValueError, TypeError, IndexError) as exc:
-            raise _named(exc, f"{node.fn.__name__}.backward") from exc
+            named = _named(exc, f"{node.fn.__name__}.backward")
+            if named is exc:
+                raise
+            raise named from exc
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         for t, g in zip(node.inputs, in_grads):
