@@ -322,10 +322,8 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, x):
-        xp = namespace(x)
-        mask = x > 0
-        ctx.save_for_backward(mask)
-        return xp.where(mask, x, xp.zeros_like(x))
+        ctx.save_for_backward(x > 0)
+        return namespace(x).maximum(x, 0)  # maximum, not where: a NaN input stays NaN (PyTorch)
 
     @staticmethod
     def backward(ctx, g):
