@@ -205,9 +205,11 @@ def check_y_classes(y, X, who: str, min_classes: int = 2):
     return classes, codes
 
 
-def check_predict_X(est, X, who: str, reference):
-    """X checked for predict: 2-D, finite, same n_features as in fit, same device as ``reference``."""
+def check_predict_X(est, X, who: str, reference: str):
+    """X checked for predict: the estimator is fitted, X is 2-D, finite, has fit's n_features and
+    lives on the device of the fitted array ``getattr(est, reference)`` (cast to its dtype)."""
     check_fitted(est, who)
+    reference = getattr(est, reference)
     X = check_X(X, who)
     if X.shape[1] != est.n_features_in_:
         raise ValueError(f"{who}: X has {X.shape[1]} features, but {type(est).__name__} was fitted "

@@ -98,7 +98,7 @@ class BaggingClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """(n, K): the mean of the clones' probabilities mapped onto ``classes_`` (soft voting), or
         the fraction of clones voting for each class when a clone has no ``predict_proba``."""
-        X = check_predict_X(self, X, "BaggingClassifier.predict_proba", self._fit_reference)
+        X = check_predict_X(self, X, "BaggingClassifier.predict_proba", "_fit_reference")
         xp = array_namespace(X)
         k = self.classes_.shape[0]
         total = xp.zeros((X.shape[0], k), dtype=X.dtype, device=X.device)
@@ -113,5 +113,6 @@ class BaggingClassifier(ClassifierMixin, BaseEstimator):
         return total / len(self.estimators_)
 
     def predict(self, X):
-        xp = array_namespace(self.classes_)
-        return xp.take(self.classes_, xp.argmax(self.predict_proba(X), axis=1), axis=0)
+        proba = self.predict_proba(X)
+        xp = array_namespace(proba)
+        return xp.take(self.classes_, xp.argmax(proba, axis=1), axis=0)

@@ -144,16 +144,17 @@ class GaussianClassifier(ClassifierMixin, BaseEstimator):
         return (log_density + xp.log(self.priors_)[:, None]).mT
 
     def predict_log_proba(self, X):
-        X = check_predict_X(self, X, "GaussianClassifier.predict_log_proba", self.means_)
+        X = check_predict_X(self, X, "GaussianClassifier.predict_log_proba", "means_")
         joint = self._log_likelihood(X)
         return joint - logsumexp(joint, axis=1, keepdims=True)
 
     def predict_proba(self, X):
         """(n, K) posteriors p(k | x), columns in ``classes_`` order."""
-        return array_namespace(self.means_).exp(self.predict_log_proba(X))
+        log_proba = self.predict_log_proba(X)
+        return array_namespace(log_proba).exp(log_proba)
 
     def predict(self, X):
-        X = check_predict_X(self, X, "GaussianClassifier.predict", self.means_)
+        X = check_predict_X(self, X, "GaussianClassifier.predict", "means_")
         xp = array_namespace(X)
         return xp.take(self.classes_, xp.argmax(self._log_likelihood(X), axis=1), axis=0)
 

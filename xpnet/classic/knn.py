@@ -78,7 +78,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         """The ``n_neighbors`` nearest training samples of each row of X, nearest first:
         (distances (n, k), indices (n, k) int64), or indices alone with ``return_distance=False``."""
         who = "KNeighborsClassifier.kneighbors"
-        X = check_predict_X(self, X, who, self._fit_X)
+        X = check_predict_X(self, X, who, "_fit_X")
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         self._check_k(who, k)
         if k > self.n_samples_fit_:
@@ -112,6 +112,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return votes / ind.shape[1]
 
     def predict(self, X):
-        xp = array_namespace(self._fit_X)
+        proba = self.predict_proba(X)
+        xp = array_namespace(proba)
         # argmax returns the first maximum: a tied vote goes to the smallest label
-        return xp.take(self.classes_, xp.argmax(self.predict_proba(X), axis=1), axis=0)
+        return xp.take(self.classes_, xp.argmax(proba, axis=1), axis=0)

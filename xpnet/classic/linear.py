@@ -127,6 +127,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
 
     def predict(self, X):
         """X w + b: shape (n,) for a 1-D target, (n, n_targets) otherwise."""
-        X = check_predict_X(self, X, "LinearRegression.predict", self.coef_)
-        return X @ self.coef_.mT + self.intercept_ if self.coef_.ndim == 2 else \
-            X @ self.coef_ + self.intercept_
+        X = check_predict_X(self, X, "LinearRegression.predict", "coef_")
+        if self.coef_.ndim == 1:
+            return X @ self.coef_ + self.intercept_
+        return X @ self.coef_.mT + self.intercept_

@@ -120,16 +120,17 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """z = X w + b, shape (n,); positive means ``classes_[1]``."""
-        X = check_predict_X(self, X, "LogisticRegression.decision_function", self.coef_)
+        X = check_predict_X(self, X, "LogisticRegression.decision_function", "coef_")
         return X @ self.coef_[0, :] + self.intercept_[0]
 
     def predict_proba(self, X):
         """(n, 2): columns p(classes_[0] | x) = 1 - sigmoid(z) and p(classes_[1] | x) = sigmoid(z)."""
-        xp = array_namespace(self.coef_)
         p = sigmoid(self.decision_function(X))
+        xp = array_namespace(p)
         return xp.stack([1.0 - p, p], axis=1)
 
     def predict(self, X):
-        xp = array_namespace(self.coef_)
-        positive = xp.astype(self.decision_function(X) > 0, xp.int64)
+        z = self.decision_function(X)
+        xp = array_namespace(z)
+        positive = xp.astype(z > 0, xp.int64)
         return xp.take(self.classes_, positive, axis=0)

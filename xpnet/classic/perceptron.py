@@ -131,9 +131,10 @@ class Perceptron(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """Scores w.x + b: shape (n,) for two classes, (n, K) otherwise."""
-        X = check_predict_X(self, X, "Perceptron.decision_function", self.coef_)
+        X = check_predict_X(self, X, "Perceptron.decision_function", "coef_")
         scores = X @ self.coef_.mT + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict(self, X):
-        return ovr_predict(self.classes_, self.decision_function(X))
+        scores = self.decision_function(X)
+        return ovr_predict(self.classes_, scores)

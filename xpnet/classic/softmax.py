@@ -117,7 +117,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """The class scores x W + b, shape (n, K)."""
-        X = check_predict_X(self, X, "SoftmaxRegression.decision_function", self.coef_)
+        X = check_predict_X(self, X, "SoftmaxRegression.decision_function", "coef_")
         return X @ self.coef_.mT + self.intercept_
 
     def predict_log_proba(self, X):
@@ -126,8 +126,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """softmax of the scores, shape (n, K), columns in the order of ``classes_``."""
-        return array_namespace(self.coef_).exp(self.predict_log_proba(X))
+        log_proba = self.predict_log_proba(X)
+        return array_namespace(log_proba).exp(log_proba)
 
     def predict(self, X):
-        xp = array_namespace(self.coef_)
-        return xp.take(self.classes_, xp.argmax(self.decision_function(X), axis=1), axis=0)
+        scores = self.decision_function(X)
+        xp = array_namespace(scores)
+        return xp.take(self.classes_, xp.argmax(scores, axis=1), axis=0)

@@ -13,7 +13,6 @@ from .base import (
     check_predict_X,
     check_X,
     check_y_classes,
-    to_python_list,
 )
 from .perceptron import ovr_predict, ovr_targets
 
@@ -78,7 +77,7 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
                 better = J < best_J
                 best_J = xp.where(better, J, best_J)
                 best_theta = xp.where(better[None, :], theta, best_theta)
-            total = sum(to_python_list(best_J))
+            total = float(xp.sum(best_J))
             if total != total:
                 raise ValueError(f"{who}: the objective became NaN; scale the features or lower lr")
             history.append(total)
@@ -100,9 +99,10 @@ class LinearSVC(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """Scores w.x + b: shape (n,) for two classes, (n, K) otherwise."""
-        X = check_predict_X(self, X, "LinearSVC.decision_function", self.coef_)
+        X = check_predict_X(self, X, "LinearSVC.decision_function", "coef_")
         scores = X @ self.coef_.mT + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict(self, X):
-        return ovr_predict(self.classes_, self.decision_function(X))
+        scores = self.decision_function(X)
+        return ovr_predict(self.classes_, scores)
