@@ -16,7 +16,8 @@ class TorchBackend(Backend):
     def from_host(self, host):
         import torch
 
-        return torch.tensor(np.ascontiguousarray(host), device=self.device)
+        # ascontiguousarray turns a 0-d array into shape (1,); reshape keeps the 0-d shape
+        return torch.tensor(np.ascontiguousarray(host).reshape(host.shape), device=self.device)
 
     def synchronize(self) -> None:
         import torch
