@@ -185,7 +185,7 @@ def hessian(f, x, eps=None):
         difference = gradient(Tensor._wrap(plus)).data - gradient(Tensor._wrap(minus)).data
         columns.append(xp.reshape(difference, (n,)) / spans[j])
     h = xp.stack(columns, axis=1)
-    h = (h + h.mT) / 2
+    h = (h + xp.matrix_transpose(h)) / 2
     return Tensor._wrap(xp.reshape(h, shape + shape))
 
 

@@ -162,8 +162,11 @@ def gradcheck(f, inputs, eps=None, atol=1e-5, rtol=1e-3, seed=0):
         projection_host = np.ones(out.shape, dtype=np.float64)
     else:
         projection_host = np.random.default_rng(seed).standard_normal(out.shape)
-    projection = backend.xp.astype(backend.from_host(projection_host), out.data.dtype) \
-        if is_float_dtype(out.dtype) else None
+    projection = None
+    if is_float_dtype(out.dtype):
+        xp = backend.xp
+        # reshape: an upload may not keep a 0-d shape on every backend
+        projection = xp.reshape(xp.astype(backend.from_host(projection_host), out.data.dtype), out.shape)
     # the numeric side uses u exactly as the device saw it (after rounding to f's dtype)
     projection_host = to_numpy(projection).astype(np.float64) if projection is not None else projection_host
     if out.requires_grad:

@@ -46,11 +46,11 @@ class MatMul(Function):
             g2 = g
         ga = gb = None
         if need_a:
-            ga = unbroadcast(xp.matmul(g2, b2.mT), a2.shape, ctx.a_dtype)
+            ga = unbroadcast(xp.matmul(g2, xp.matrix_transpose(b2)), a2.shape, ctx.a_dtype)
             if a.ndim == 1:
                 ga = xp.reshape(ga, a.shape)
         if need_b:
-            gb = unbroadcast(xp.matmul(a2.mT, g2), b2.shape, ctx.b_dtype)
+            gb = unbroadcast(xp.matmul(xp.matrix_transpose(a2), g2), b2.shape, ctx.b_dtype)
             if b.ndim == 1:
                 gb = xp.reshape(gb, b.shape)
         return ga, gb
