@@ -20,15 +20,18 @@ _AUTO_CHUNK_ELEMENTS = 1 << 22
 class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     """Majority vote among the ``n_neighbors`` training samples closest to x.
 
-    Distances (``metric``): 'euclidean' ||x - x'||_2 or 'manhattan' ||x - x'||_1, computed from the
-    differences x - x' themselves, so that duplicated training points tie exactly. Queries go in
-    chunks of ``chunk_size`` rows, each a handful of whole-array operations (no loop over samples);
-    the largest temporary is chunk_size * n_train * n_features numbers. ``chunk_size=None`` picks
-    the rows that keep it near 4 Mi elements (32 MiB in float64).
+    Distances (``metric``): 'euclidean' ||x - x'||_2, computed as scikit-learn does from
+    ||x||^2 - 2 x.x' + ||x'||^2 (one matrix product per chunk), or 'manhattan' ||x - x'||_1 from
+    the differences. Queries go in chunks of ``chunk_size`` rows, each a handful of whole-array
+    operations (no loop over samples). The largest temporary holds chunk_size * n_train numbers for
+    'euclidean' and chunk_size * n_train * n_features for 'manhattan'; ``chunk_size=None`` picks
+    the rows that keep it near 4 Mi numbers (32 MiB in float64; never fewer than one row).
 
-    Neighbours are ordered by distance with a stable sort, so equal distances keep the training
-    order; the vote is uniform and a tie between classes goes to the smallest label (the first
-    column of ``predict_proba`` reaching the maximum) -- scikit-learn's brute-force rules.
+    Neighbours are ordered by distance with a stable sort, so equal computed distances keep the
+    training order; the vote is uniform and a tie between classes goes to the smallest label (the
+    first column of ``predict_proba`` reaching the maximum), as in scikit-learn's brute force.
+    Where the k-th and (k+1)-th neighbours are equally far in exact arithmetic (common on iris,
+    whose values have one decimal), rounding decides which one is taken, here as in scikit-learn.
     """
 
     def __init__(self, n_neighbors=5, metric="euclidean", chunk_size=None):
@@ -50,6 +53,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{who}: n_neighbors={self.n_neighbors} is more than the {X.shape[0]} "
                              f"training samples")
         self._fit_X = X
+        self._fit_sq = array_namespace(X).sum(X * X, axis=1)
         self._fit_codes = codes
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
@@ -64,15 +68,17 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def _rows_per_chunk(self, n_features):
         if self.chunk_size is not None:
             return self.chunk_size
-        return max(1, _AUTO_CHUNK_ELEMENTS // (self.n_samples_fit_ * n_features))
+        per_row = self.n_samples_fit_ * (n_features if self.metric == "manhattan" else 1)
+        return max(1, _AUTO_CHUNK_ELEMENTS // per_row)
 
     def _distances(self, Xq):
         """(q, n_train) distances of one chunk: squared for 'euclidean' (same order, no sqrt)."""
         xp = array_namespace(Xq)
-        diff = Xq[:, None, :] - self._fit_X[None, :, :]
         if self.metric == "manhattan":
-            return xp.sum(xp.abs(diff), axis=2)
-        return xp.sum(diff * diff, axis=2)
+            return xp.sum(xp.abs(Xq[:, None, :] - self._fit_X[None, :, :]), axis=2)
+        # ||x - x'||^2 = ||x||^2 - 2 x.x' + ||x'||^2: one matrix product, no (q, n, D) block
+        sq = xp.sum(Xq * Xq, axis=1)[:, None] - 2.0 * (Xq @ self._fit_X.mT) + self._fit_sq[None, :]
+        return xp.maximum(sq, 0.0)
 
     def kneighbors(self, X, n_neighbors=None, return_distance=True):
         """The ``n_neighbors`` nearest training samples of each row of X, nearest first:
