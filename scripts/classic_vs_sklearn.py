@@ -15,7 +15,6 @@ import argparse
 import time
 import warnings
 
-import numpy as np
 from sklearn import datasets, discriminant_analysis, ensemble, linear_model, naive_bayes, neighbors, svm
 from sklearn.model_selection import cross_val_score, train_test_split
 from sklearn.preprocessing import StandardScaler

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from classic_cases import assert_on, on, split, to_np
+from classic_cases import assert_on, split, to_np
 from xpnet.classic import (
     BaggingClassifier,
     ConvergenceWarning,
