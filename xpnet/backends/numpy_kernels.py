@@ -20,7 +20,12 @@ docstrings there) and is tested equal to it. What makes them fast on a CPU:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -32,6 +37,120 @@ from .base import register_kernel
 CHUNK_BYTES = 4 << 20
 
 _local = threading.local()
+
+
+class _BlasThreads:
+    """OpenBLAS's thread count, pinned to 1 while the kernels run their own batch-parallel workers.
+
+    Splitting the batch over worker threads, each with a single-threaded GEMM, also spreads im2col,
+    col2im and the elementwise work over the cores, and avoids OpenBLAS's spinning threads competing
+    with ours. Found through the OpenBLAS library NumPy loaded; where there is none (MKL, Accelerate),
+    ``available`` is False and the GEMM kernels run serially with the BLAS's own threads.
+    """
+
+    def __init__(self):
+        self._set = self._get = None
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+        for path in self._candidates():
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for prefix in ("scipy_openblas", "openblas"):
+                for suffix in ("64_", ""):
+                    setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                    getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                    if setter is not None and getter is not None:
+                        setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                        self._set, self._get = setter, getter
+                        return
+
+    @staticmethod
+    def _candidates():
+        base = os.path.dirname(np.__file__)
+        paths = glob.glob(os.path.join(base + ".libs", "*openblas*")) + glob.glob(os.path.join(base, ".dylibs", "*openblas*"))
+        try:  # a NumPy linked against the system's OpenBLAS
+            with open("/proc/self/maps") as maps:
+                mapped = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+            paths += sorted(p for p in mapped if ".so" in os.path.basename(p))
+        except OSError:
+            pass
+        return paths
+
+    @property
+    def available(self) -> bool:
+        return self._set is not None
+
+    @contextlib.contextmanager
+    def single(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._get()
+                if self._saved != 1:
+                    self._set(1)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._saved not in (None, 1):
+                    self._set(self._saved)
+
+
+_blas = _BlasThreads()
+
+
+def _worker_count() -> int:
+    wanted = os.environ.get("XPNET_NUM_THREADS", "").strip()
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+NUM_WORKERS = _worker_count()
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=max(1, NUM_WORKERS - 1), thread_name_prefix="xpnet-kernel")
+    return _pool
+
+
+def _parallel(fn, n: int, blas: bool = False):
+    """[fn(start, stop) for contiguous parts of range(n)], the parts run on NUM_WORKERS threads (the
+    caller runs the first). NumPy releases the GIL in copies, ufuncs and GEMMs, so the parts truly
+    overlap. ``blas``: fn calls GEMMs, which then run single-threaded; without a way to pin the BLAS
+    to one thread such work runs serially instead."""
+    parts = min(NUM_WORKERS, n)
+    if parts <= 1 or getattr(_local, "in_worker", False) or (blas and not _blas.available):
+        return [fn(0, n)]
+    bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+    def run(a, b):
+        _local.in_worker = True
+        try:
+            return fn(a, b)
+        finally:
+            _local.in_worker = False
+
+    with (_blas.single() if blas else contextlib.nullcontext()):
+        futures = [_executor().submit(run, a, b) for a, b in bounds[1:]]
+        try:
+            first = run(*bounds[0])
+        finally:
+            results = [f.result() for f in futures] if futures else []
+    return [first] + results
 
 
 def _workspace(name: str, shape, dtype):
@@ -105,19 +224,8 @@ def _chunk(n, rows_per_image, row_elems, itemsize):
     return max(1, min(n, CHUNK_BYTES // max(1, rows_per_image * row_elems * itemsize)))
 
 
-def _padded_input(x, padding, name):
-    """NHWC input with its zero frame: a view when there is no padding, else a workspace copy."""
-    (pt, pb), (pl, pr) = padding
-    xh = _nhwc(x)
-    if pt == pb == pl == pr == 0:
-        return xh
-    n, h, w, c = xh.shape
-    buf = _workspace(name, (n, h + pt + pb, w + pl + pr, c), x.dtype)
-    return _frame_into(buf, xh, pt, pl)
-
-
 def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
-    """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat, a batch chunk at a time."""
+    """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat, a cache-sized batch chunk at a time."""
     n, oh, ow = patches.shape[:3]
     kc = kernel[0] * kernel[1] * c
     nb = _chunk(n, oh * ow, kc, patches.itemsize)
@@ -128,124 +236,199 @@ def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
         np.matmul(cols.reshape(-1, kc), wmat, out=out_rows[n0 * oh * ow:n1 * oh * ow])
 
 
+def _framed_part(src, padding, n0, n1, shared):
+    """Images [n0, n1) of NHWC ``src`` with their zero frame (written into the shared buffer)."""
+    (pt, pb), (pl, pr) = padding
+    if pt == pb == pl == pr == 0:
+        return src[n0:n1]
+    return _frame_into(shared[n0:n1], src[n0:n1], pt, pl)
+
+
+def _shared_padded(shape_nhwc, padding, dtype, name):
+    (pt, pb), (pl, pr) = padding
+    if pt == pb == pl == pr == 0:
+        return None
+    n, h, w, c = shape_nhwc
+    return _workspace(name, (n, h + pt + pb, w + pl + pr, c), dtype)
+
+
+def _group_weights(w, groups):
+    """W_mat per group, rows in (i, j, c) order to match the patch layout: (kH*kW*C/G, O/G)."""
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    return [np.ascontiguousarray(w[g * og:(g + 1) * og].transpose(2, 3, 1, 0)).reshape(kh * kw * cg, og)
+            for g in range(groups)]
+
+
 @register_kernel("numpy", "conv2d_forward")
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
-    """Convolution forward in NHWC: returns y (N, O, OH, OW) over NHWC memory and the saved state."""
+    """Convolution forward in NHWC: returns y (N, O, OH, OW) over NHWC memory and the saved state.
+    The batch is split over the worker threads; each frames, im2cols and multiplies its own images."""
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     og = o // groups
     oh, ow = _output_size((h, wd), (kh, kw), stride, padding, dilation)
-    xpad = _padded_input(x, padding, "conv_xpad")
+    xh = _nhwc(x)
+    shared = _shared_padded(xh.shape, padding, x.dtype, "conv_xpad")
+    wmats = _group_weights(w, groups)
     y = np.empty((n, oh, ow, o), dtype=x.dtype)
     rows = y.reshape(n * oh * ow, o)
-    for gi in range(groups):
-        # W_mat rows in (i, j, c) order, matching the patch layout
-        wmat = w[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og)
-        patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
-        if groups == 1:
-            _conv_gemm(patches, wmat, rows, (kh, kw), cg, "conv_cols")
-        else:
-            part = _workspace("conv_group_out", (n * oh * ow, og), x.dtype)
-            _conv_gemm(patches, wmat, part, (kh, kw), cg, "conv_cols")
-            rows[:, gi * og:(gi + 1) * og] = part
-    if b is not None:
-        np.add(rows, b, out=rows)
+
+    def work(n0, n1):
+        xpad = _framed_part(xh, padding, n0, n1, shared)
+        part_rows = rows[n0 * oh * ow:n1 * oh * ow]
+        for gi in range(groups):
+            patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
+            if groups == 1:
+                _conv_gemm(patches, wmats[0], part_rows, (kh, kw), cg, "conv_cols")
+            else:
+                out = _workspace("conv_group_out", ((n1 - n0) * oh * ow, og), x.dtype)
+                _conv_gemm(patches, wmats[gi], out, (kh, kw), cg, "conv_cols")
+                part_rows[:, gi * og:(gi + 1) * og] = out
+        if b is not None:
+            np.add(part_rows, b, out=part_rows)
+
+    _parallel(work, n, blas=True)
     saved = (x, w, (oh, ow), stride, padding, dilation, groups)
     return _nchw(y), saved
 
 
 @register_kernel("numpy", "conv2d_backward")
 def conv2d_backward(g, saved, needs):
+    """dW = sum over images of X_col^T G (each worker sums its images, then the partial sums add),
+    db = column sums of G, dX as a stride-1 convolution or by col2im (see the helpers below)."""
     x, w, (oh, ow), stride, padding, dilation, groups = saved
     need_x, need_w, need_b = needs
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     og = o // groups
     kc = kh * kw * cg
-    gh = np.ascontiguousarray(_nhwc(g))  # free when g came from an NHWC layer
+    gh = _nhwc(g)
+    if not gh.flags.c_contiguous:
+        gh = np.ascontiguousarray(gh)  # free when g came from an NHWC layer
     grows = gh.reshape(n * oh * ow, o)
-    dx = dw = db = None
+    xh = _nhwc(x)
+    shared_x = _shared_padded(xh.shape, padding, x.dtype, "conv_xpad") if need_w else None
+    input_grad = None
+    if need_x:
+        input_grad = (_Stride1InputGrad(gh, w, (n, c, h, wd), padding, dilation, groups) if stride == (1, 1)
+                      else _Col2ImInputGrad(grows, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups))
+
+    def work(n0, n1):
+        db_part = grows[n0 * oh * ow:n1 * oh * ow].sum(axis=0) if need_b else None
+        dw_parts = None
+        if need_w:
+            xpad = _framed_part(xh, padding, n0, n1, shared_x)
+            nb = _chunk(n1 - n0, oh * ow, kc, x.itemsize)
+            dw_parts = []
+            for gi in range(groups):
+                patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
+                gsel = grows[:, gi * og:(gi + 1) * og]
+                acc = np.empty((kc, og), dtype=w.dtype)
+                part = _workspace("conv_dw_part", (kc, og), w.dtype)
+                for a in range(0, n1 - n0, nb):
+                    z = min(n1 - n0, a + nb)
+                    cols = _workspace("conv_cols", (z - a, oh, ow, kh, kw, cg), x.dtype)
+                    np.copyto(cols, patches[a:z])
+                    rows = gsel[(n0 + a) * oh * ow:(n0 + z) * oh * ow]
+                    np.matmul(cols.reshape(-1, kc).T, rows, out=acc if a == 0 else part)
+                    if a:
+                        np.add(acc, part, out=acc)
+                dw_parts.append(acc)
+        if input_grad is not None:
+            input_grad(n0, n1)
+        return db_part, dw_parts
+
+    results = _parallel(work, n, blas=True)
+    db = dw = None
     if need_b:
-        db = grows.sum(axis=0)
+        db = results[0][0]
+        for r in results[1:]:
+            db = db + r[0]
     if need_w:
         dw = np.empty_like(w)
-        xpad = _padded_input(x, padding, "conv_xpad")
-        nb = _chunk(n, oh * ow, kc, x.itemsize)
-        acc = _workspace("conv_dw_acc", (kc, og), w.dtype)
-        part = _workspace("conv_dw_part", (kc, og), w.dtype)
         for gi in range(groups):
-            patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
-            gsel = grows[:, gi * og:(gi + 1) * og]
-            for n0 in range(0, n, nb):
-                n1 = min(n, n0 + nb)
-                cols = _workspace("conv_cols", (n1 - n0, oh, ow, kh, kw, cg), x.dtype)
-                np.copyto(cols, patches[n0:n1])
-                target = acc if n0 == 0 else part
-                np.matmul(cols.reshape(-1, kc).T, gsel[n0 * oh * ow:n1 * oh * ow], out=target)
-                if n0:
-                    np.add(acc, part, out=acc)
+            acc = results[0][1][gi]
+            for r in results[1:]:
+                np.add(acc, r[1][gi], out=acc)
             dw[gi * og:(gi + 1) * og] = acc.reshape(kh, kw, cg, og).transpose(3, 2, 0, 1)
-    if need_x:
-        if stride == (1, 1):
-            dx = _conv_input_grad_stride1(gh, w, (n, c, h, wd), padding, dilation, groups)
-        else:
-            dx = _conv_input_grad_col2im(grows, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups)
+    dx = input_grad.result() if input_grad is not None else None
     return dx, dw, db
 
 
-def _conv_input_grad_stride1(gh, w, xshape, padding, dilation, groups):
-    """dL/dx of a stride-1 convolution as a convolution: frame G (NHWC) with zeros so that every
-    input pixel sees all kernel taps, then correlate with W flipped in (i, j) and transposed in
-    (o, c):  dx[n, h, w, c] = sum_{i', j', o} G_pad[n, h + i'D_h, w + j'D_w, o] W[o, c, kH-1-i', kW-1-j']."""
-    n, c, h, wd = xshape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    (pt, _), (pl, _) = padding
-    dh, dwl = dilation
-    top, left = dh * (kh - 1) - pt, dwl * (kw - 1) - pl
-    gpad = _workspace("conv_gpad", (n, h + dh * (kh - 1), wd + dwl * (kw - 1), o), gh.dtype)
-    _frame_into(gpad, gh, top, left)
-    dxh = np.empty((n, h, wd, c), dtype=gh.dtype)
-    rows = dxh.reshape(n * h * wd, c)
-    for gi in range(groups):
+class _Stride1InputGrad:
+    """dL/dx of a stride-1 convolution as a convolution: frame G (NHWC) with zeros so that every input
+    pixel sees all kernel taps, then correlate with W flipped in (i, j) and transposed in (o, c):
+        dx[n, h, w, c] = sum_{i', j', o} G_pad[n, h + i'D_h, w + j'D_w, o] W[o, c, kH-1-i', kW-1-j']
+    Called per batch part from the backward workers."""
+
+    def __init__(self, gh, w, xshape, padding, dilation, groups):
+        n, c, h, wd = xshape
+        o, cg, kh, kw = w.shape
+        og = o // groups
+        (pt, _), (pl, _) = padding
+        self.gh, self.geometry = gh, (h, wd, c, cg, og, kh, kw, groups)
+        self.dilation = dilation
+        self.offset = (dilation[0] * (kh - 1) - pt, dilation[1] * (kw - 1) - pl)
+        self.gpad = _workspace("conv_gpad", (n, h + dilation[0] * (kh - 1), wd + dilation[1] * (kw - 1), o), gh.dtype)
         # rows in (i', j', o) order: the flipped kernel, output channels as the reduced dimension
-        wflip = w[gi * og:(gi + 1) * og, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * og, cg)
-        patches = _patches(gpad[..., gi * og:(gi + 1) * og], (kh, kw), (1, 1), dilation, (h, wd))
-        if groups == 1:
-            _conv_gemm(patches, wflip, rows, (kh, kw), og, "conv_cols")
-        else:
-            part = _workspace("conv_group_dx", (n * h * wd, cg), gh.dtype)
-            _conv_gemm(patches, wflip, part, (kh, kw), og, "conv_cols")
-            rows[:, gi * cg:(gi + 1) * cg] = part
-    return _nchw(dxh)
+        self.wflip = [np.ascontiguousarray(w[g * og:(g + 1) * og, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+                      .reshape(kh * kw * og, cg) for g in range(groups)]
+        self.dxh = np.empty((n, h, wd, c), dtype=gh.dtype)
+
+    def __call__(self, n0, n1):
+        h, wd, c, cg, og, kh, kw, groups = self.geometry
+        gpad = _frame_into(self.gpad[n0:n1], self.gh[n0:n1], *self.offset)
+        rows = self.dxh[n0:n1].reshape(-1, c)
+        for gi in range(groups):
+            patches = _patches(gpad[..., gi * og:(gi + 1) * og], (kh, kw), (1, 1), self.dilation, (h, wd))
+            if groups == 1:
+                _conv_gemm(patches, self.wflip[0], rows, (kh, kw), og, "conv_cols")
+            else:
+                out = _workspace("conv_group_dx", ((n1 - n0) * h * wd, cg), self.gh.dtype)
+                _conv_gemm(patches, self.wflip[gi], out, (kh, kw), og, "conv_cols")
+                rows[:, gi * cg:(gi + 1) * cg] = out
+
+    def result(self):
+        return _nchw(self.dxh)
 
 
-def _conv_input_grad_col2im(grows, w, xshape, out_hw, stride, padding, dilation, groups):
-    """dL/dx for strided convolutions: dX_col = G W_mat^T per chunk, then one slice-add per kernel
-    offset into the zero-framed input gradient (col2im)."""
-    n, c, h, wd = xshape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    oh, ow = out_hw
-    (pt, pb), (pl, pr) = padding
-    (sh, sw), (dh, dwl) = stride, dilation
-    kc = kh * kw * cg
-    dxpad = np.zeros((n, h + pt + pb, wd + pl + pr, c), dtype=grows.dtype)
-    nb = _chunk(n, oh * ow, kc, grows.itemsize)
-    for gi in range(groups):
-        wmat = w[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0).reshape(kc, og)
-        gsel = grows[:, gi * og:(gi + 1) * og]
-        for n0 in range(0, n, nb):
-            n1 = min(n, n0 + nb)
-            dcols = _workspace("conv_cols", ((n1 - n0) * oh * ow, kc), grows.dtype)
-            np.matmul(gsel[n0 * oh * ow:n1 * oh * ow], wmat.T, out=dcols)
-            dcols = dcols.reshape(n1 - n0, oh, ow, kh, kw, cg)
-            block = dxpad[n0:n1, :, :, gi * cg:(gi + 1) * cg]
-            for i in range(kh):
-                for j in range(kw):
-                    target = block[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dwl:j * dwl + sw * (ow - 1) + 1:sw]
-                    np.add(target, dcols[:, :, :, i, j], out=target)
-    return _nchw(dxpad[:, pt:pt + h, pl:pl + wd])
+class _Col2ImInputGrad:
+    """dL/dx for strided convolutions: dX_col = G W_mat^T per chunk, then one slice-add per kernel offset
+    into the zero-framed input gradient (col2im). Called per batch part from the backward workers."""
+
+    def __init__(self, grows, w, xshape, out_hw, stride, padding, dilation, groups):
+        n, c, h, wd = xshape
+        (pt, pb), (pl, pr) = padding
+        self.grows, self.w, self.xshape, self.out_hw = grows, w, xshape, out_hw
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.wmats = _group_weights(w, groups)
+        self.dxpad = np.zeros((n, h + pt + pb, wd + pl + pr, c), dtype=grows.dtype)
+
+    def __call__(self, n0, n1):
+        o, cg, kh, kw = self.w.shape
+        og = o // self.groups
+        oh, ow = self.out_hw
+        (sh, sw), (dh, dwl) = self.stride, self.dilation
+        kc = kh * kw * cg
+        nb = _chunk(n1 - n0, oh * ow, kc, self.grows.itemsize)
+        for gi in range(self.groups):
+            gsel = self.grows[:, gi * og:(gi + 1) * og]
+            for a in range(n0, n1, nb):
+                z = min(n1, a + nb)
+                dcols = _workspace("conv_cols", ((z - a) * oh * ow, kc), self.grows.dtype)
+                np.matmul(gsel[a * oh * ow:z * oh * ow], self.wmats[gi].T, out=dcols)
+                dcols = dcols.reshape(z - a, oh, ow, kh, kw, cg)
+                block = self.dxpad[a:z, :, :, gi * cg:(gi + 1) * cg]
+                for i in range(kh):
+                    for j in range(kw):
+                        target = block[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dwl:j * dwl + sw * (ow - 1) + 1:sw]
+                        np.add(target, dcols[:, :, :, i, j], out=target)
+
+    def result(self):
+        n, c, h, wd = self.xshape
+        (pt, _), (pl, _) = self.padding
+        return _nchw(self.dxpad[:, pt:pt + h, pl:pl + wd])
 
 
 # -- pooling ----------------------------------------------------------------------------------
