@@ -448,47 +448,74 @@ def _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation):
     return max(h + pt + pb, need_h), max(w + pl + pr, need_w)
 
 
+def _max_pool_part(views, y, arg, exact_nan):
+    """Running max over the kernel offsets; ``arg`` gets the first winning offset. The fast form keeps
+    y by np.maximum (NaN-propagating) and moves arg on a strict '>' only; when a NaN reached y the
+    caller reruns with ``exact_nan``, which lets every NaN take the window as PyTorch does."""
+    np.copyto(y, views[0])
+    arg[...] = 0
+    better = _workspace("pool_better", y.shape, np.bool_)
+    nan = _workspace("pool_nan", y.shape, np.bool_) if exact_nan else None
+    for k, v in enumerate(views[1:], start=1):
+        np.greater(v, y, out=better)
+        if exact_nan:
+            np.not_equal(v, v, out=nan)
+            np.logical_or(better, nan, out=better)
+            np.copyto(y, v, where=better)
+        else:
+            np.maximum(y, v, out=y)
+        np.copyto(arg, k, where=better)
+
+
 @register_kernel("numpy", "max_pool2d_forward")
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
-    """Running max over kernel offsets in NHWC; the winning offset (first max, NaN wins, as in
-    PyTorch) is kept as uint8/int16 for backward."""
+    """Running max over kernel offsets in NHWC, the batch split over the workers; the winning offset
+    (the first maximum; a NaN wins, as in PyTorch) is kept as uint8 for backward."""
     n, c, h, w = x.shape
     hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
     xh = _nhwc(x)
     (pt, _), (pl, _) = padding
-    if (hp, wp) != (h, w):
-        xh = _frame_into(_workspace("pool_xpad", (n, hp, wp, c), x.dtype), xh, pt, pl, value=-np.inf)
-    views = _pool_views(xh, kernel, stride, dilation, out_hw)
+    framed = _workspace("pool_xpad", (n, hp, wp, c), x.dtype) if (hp, wp) != (h, w) else None
     oh, ow = out_hw
     y = np.empty((n, oh, ow, c), dtype=x.dtype)
-    np.copyto(y, views[0])
-    arg = np.zeros((n, oh, ow, c), dtype=np.uint8 if len(views) < 256 else np.int32)
-    better = _workspace("pool_better", (n, oh, ow, c), np.bool_)
-    nan = _workspace("pool_nan", (n, oh, ow, c), np.bool_)
-    for k, v in enumerate(views[1:], start=1):
-        np.greater(v, y, out=better)
-        np.not_equal(v, v, out=nan)
-        np.logical_or(better, nan, out=better)
-        np.copyto(arg, k, where=better)
-        np.copyto(y, v, where=better)
+    arg = np.empty((n, oh, ow, c), dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
+
+    def work(n0, n1):
+        src = xh[n0:n1] if framed is None else _frame_into(framed[n0:n1], xh[n0:n1], pt, pl, value=-np.inf)
+        views = _pool_views(src, kernel, stride, dilation, out_hw)
+        _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=False)
+        if not np.isfinite(np.add.reduce(y[n0:n1], axis=None)) and np.isnan(y[n0:n1]).any():
+            _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=True)
+
+    _parallel(work, n)
     saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp))
     return _nchw(y), saved
 
 
 @register_kernel("numpy", "max_pool2d_backward")
 def max_pool2d_backward(g, saved):
+    """Each offset's view of dx takes g where that offset won: one masked multiply per offset when the
+    windows tile the input exactly, a masked copy (or add, where windows overlap) otherwise."""
     arg, (n, c, h, w), kernel, stride, padding, dilation, out_hw, (hp, wp) = saved
     gh = _nhwc(g)
-    dx = np.zeros((n, hp, wp, c), dtype=g.dtype)
-    views = _pool_views(dx, kernel, stride, dilation, out_hw)
     overlap = stride[0] < dilation[0] * (kernel[0] - 1) + 1 or stride[1] < dilation[1] * (kernel[1] - 1) + 1
-    hit = _workspace("pool_hit", arg.shape, np.bool_)
-    for k, v in enumerate(views):
-        np.equal(arg, k, out=hit)
-        if overlap:
-            np.add(v, gh, out=v, where=hit)
-        else:
-            np.copyto(v, gh, where=hit)
+    tiles = (dilation == (1, 1) and tuple(stride) == tuple(kernel)
+             and (hp, wp) == (out_hw[0] * kernel[0], out_hw[1] * kernel[1]))
+    dx = (np.empty if tiles else np.zeros)((n, hp, wp, c), dtype=g.dtype)
+
+    def work(n0, n1):
+        part_arg, part_g = arg[n0:n1], gh[n0:n1]
+        hit = _workspace("pool_hit", part_arg.shape, np.bool_)
+        for k, v in enumerate(_pool_views(dx[n0:n1], kernel, stride, dilation, out_hw)):
+            np.equal(part_arg, k, out=hit)
+            if tiles:
+                np.multiply(part_g, hit, out=v)
+            elif overlap:
+                np.add(v, part_g, out=v, where=hit)
+            else:
+                np.copyto(v, part_g, where=hit)
+
+    _parallel(work, n)
     (pt, _), (pl, _) = padding
     return _nchw(dx[:, pt:pt + h, pl:pl + w])
 
@@ -516,19 +543,24 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
     hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
     xh = _nhwc(x)
     (pt, _), (pl, _) = padding
-    if (hp, wp) != (h, w):
-        xh = _frame_into(_workspace("pool_xpad", (n, hp, wp, c), x.dtype), xh, pt, pl)
-    views = _pool_views(xh, kernel, stride, dilation, out_hw)
-    y = np.empty((n, out_hw[0], out_hw[1], c), dtype=x.dtype)
-    np.copyto(y, views[0])
-    for v in views[1:]:
-        np.add(y, v, out=y)
+    framed = _workspace("pool_xpad", (n, hp, wp, c), x.dtype) if (hp, wp) != (h, w) else None
     if divisor_override:
         scale = np.asarray(1.0 / divisor_override, dtype=x.dtype)
     else:
         scale = np.reciprocal(_avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad,
                                            x.dtype))
-    np.multiply(y, scale, out=y)
+    y = np.empty((n, out_hw[0], out_hw[1], c), dtype=x.dtype)
+
+    def work(n0, n1):
+        src = xh[n0:n1] if framed is None else _frame_into(framed[n0:n1], xh[n0:n1], pt, pl)
+        views = _pool_views(src, kernel, stride, dilation, out_hw)
+        part = y[n0:n1]
+        np.copyto(part, views[0])
+        for v in views[1:]:
+            np.add(part, v, out=part)
+        np.multiply(part, scale, out=part)
+
+    _parallel(work, n)
     saved = (scale, x.shape, kernel, stride, padding, out_hw, (hp, wp))
     return _nchw(y), saved
 
@@ -536,10 +568,15 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
 @register_kernel("numpy", "avg_pool2d_backward")
 def avg_pool2d_backward(g, saved):
     scale, (n, c, h, w), kernel, stride, padding, out_hw, (hp, wp) = saved
-    gs = _nhwc(g) * scale
+    gh = _nhwc(g)
     dx = np.zeros((n, hp, wp, c), dtype=g.dtype)
-    for v in _pool_views(dx, kernel, stride, (1, 1), out_hw):
-        np.add(v, gs, out=v)
+
+    def work(n0, n1):
+        gs = gh[n0:n1] * scale
+        for v in _pool_views(dx[n0:n1], kernel, stride, (1, 1), out_hw):
+            np.add(v, gs, out=v)
+
+    _parallel(work, n)
     (pt, _), (pl, _) = padding
     return _nchw(dx[:, pt:pt + h, pl:pl + w])
 
@@ -560,53 +597,84 @@ def _from_channels_last(rows, shape):
     return np.moveaxis(moved, -1, 1)
 
 
+def _row_sums(rows, other=None):
+    """Column sums of ``rows`` (or of rows * other) with the row range split over the workers."""
+    def work(a, b):
+        if other is None:
+            return rows[a:b].sum(axis=0)
+        return np.einsum("ij,ij->j", rows[a:b], other[a:b])
+
+    parts = _parallel(work, rows.shape[0])
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
 @register_kernel("numpy", "batch_norm_forward")
 def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     """Returns (y, saved, batch_mean, batch_var); batch statistics are biased (divide by m) and are
-    None in eval mode, where ``mean``/``var`` (running statistics) are used."""
+    None in eval mode, where ``mean``/``var`` (running statistics) are used. Work is split over row
+    ranges of the (M, C) channels-last matrix: sums, then x_hat and y in one parallel pass each."""
     rows = _channels_last(x)
     m = rows.shape[0]
     dt = x.dtype.type
     if training:
-        mean = rows.mean(axis=0)
-        xhat = np.subtract(rows, mean)
-        var = np.einsum("ij,ij->j", xhat, xhat) / dt(m)
-    else:
-        xhat = np.subtract(rows, mean)
+        mean = _row_sums(rows) / dt(m)
+    xhat = np.empty_like(rows)
+    _parallel(lambda a, b: np.subtract(rows[a:b], mean, out=xhat[a:b]), m)
+    if training:
+        var = _row_sums(xhat, xhat) / dt(m)
     invstd = 1 / np.sqrt(var + dt(eps))
-    np.multiply(xhat, invstd, out=xhat)
-    if gamma is None:
-        y = xhat.copy()
-    else:
-        y = np.multiply(xhat, gamma)
-    if beta is not None:
-        np.add(y, beta, out=y)
+    scale = invstd if gamma is None else invstd * gamma
+    y = np.empty_like(rows)
+
+    def finish(a, b):
+        np.multiply(xhat[a:b], scale, out=y[a:b])
+        if beta is not None:
+            np.add(y[a:b], beta, out=y[a:b])
+        np.multiply(xhat[a:b], invstd, out=xhat[a:b])
+
+    _parallel(finish, m)
     saved = (xhat, invstd, gamma, training, x.shape)
     return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
 
 
 @register_kernel("numpy", "batch_norm_backward")
 def batch_norm_backward(g, saved, needs):
+    """dx = a g + b x_hat + c per channel (a = gamma/sigma, b = -a sum(g x_hat)/m, c = -a sum(g)/m in
+    training; dx = a g in eval), after one parallel pass for the two sums."""
     xhat, invstd, gamma, training, shape = saved
     need_x, need_gamma, need_beta = needs
     grows = _channels_last(g)
     m = grows.shape[0]
     dt = g.dtype.type
-    sum_g = grows.sum(axis=0)
-    sum_gx = np.einsum("ij,ij->j", grows, xhat)
+
+    def sums(a, b):
+        return grows[a:b].sum(axis=0), np.einsum("ij,ij->j", grows[a:b], xhat[a:b])
+
+    parts = _parallel(sums, m)
+    sum_g, sum_gx = parts[0]
+    for pg, pgx in parts[1:]:
+        sum_g, sum_gx = sum_g + pg, sum_gx + pgx
     dx = None
     if need_x:
         scale = invstd if gamma is None else gamma * invstd
+        out = np.empty_like(xhat)
         if training:
-            # dx = (gamma/sigma/m) (m g - sum g - x_hat sum(g x_hat)) = a g + b x_hat + c
             b = -scale * sum_gx / dt(m)
             c = -scale * sum_g / dt(m)
-            out = np.multiply(xhat, b)
-            np.add(out, c, out=out)
-            tmp = _workspace("bn_tmp", out.shape, out.dtype)
-            np.multiply(grows, scale, out=tmp)
-            np.add(out, tmp, out=out)
+
+            def finish(lo, hi):
+                np.multiply(xhat[lo:hi], b, out=out[lo:hi])
+                np.add(out[lo:hi], c, out=out[lo:hi])
+                tmp = _workspace("bn_tmp", out[lo:hi].shape, out.dtype)
+                np.multiply(grows[lo:hi], scale, out=tmp)
+                np.add(out[lo:hi], tmp, out=out[lo:hi])
         else:
-            out = np.multiply(grows, scale)
+            def finish(lo, hi):
+                np.multiply(grows[lo:hi], scale, out=out[lo:hi])
+
+        _parallel(finish, m)
         dx = _from_channels_last(out, shape)
     return dx, (sum_gx if need_gamma else None), (sum_g if need_beta else None)
