@@ -104,7 +104,9 @@ def _torch_twin(model):
         raise TypeError(f"bench: no torch twin for {name}")
 
     twin = convert(model)
-    state = {k: torch.from_numpy(__import__("xpnet").to_numpy(v).copy()) for k, v in model.state_dict().items()}
+    import xpnet
+
+    state = {k: torch.from_numpy(xpnet.to_numpy(v).copy()) for k, v in model.state_dict().items()}
     twin.load_state_dict(state)
     return twin
 
@@ -182,13 +184,12 @@ def _gpu_peak(runner, framework, steps):
             runner.step()
         runner.sync()
         return torch.cuda.max_memory_allocated() / 2**20
-    import cupy
+    from . import cuda
 
-    pool = cupy.get_default_memory_pool()
     for _ in range(steps):
         runner.step()
     runner.sync()
-    return pool.total_bytes() / 2**20
+    return cuda.memory_stats()["total_bytes"] / 2**20
 
 
 def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, stream=sys.stdout):

@@ -15,22 +15,20 @@ def _version(module_name):
 
 
 def _cuda_lines():
-    lines = []
+    from .backends import unavailable_reason
+
+    reason = unavailable_reason("cupy")
+    if reason is not None:
+        return [f"CUDA: {reason}"]
+    from .backends import cupy_backend
+
     try:
-        import cupy
-    except Exception:
-        return ["CUDA: CuPy not installed"]
-    try:
-        runtime = cupy.cuda.runtime
-        lines.append(f"CUDA runtime: {runtime.runtimeGetVersion()}  driver: {runtime.driverGetVersion()}")
-        for index in range(runtime.getDeviceCount()):
-            props = runtime.getDeviceProperties(index)
-            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-            memory = props["totalGlobalMem"] / 2**30
-            lines.append(f"  cuda:{index}  {name}  {memory:.1f} GiB  compute capability "
-                         f"{props['major']}.{props['minor']}")
+        runtime, driver = cupy_backend.versions()
+        lines = [f"CUDA runtime: {runtime}  driver: {driver}"]
+        for index, name, memory, (major, minor) in cupy_backend.device_properties():
+            lines.append(f"  cuda:{index}  {name}  {memory / 2**30:.1f} GiB  compute capability {major}.{minor}")
     except Exception as exc:
-        lines.append(f"CUDA: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        lines = [f"CUDA: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"]
     return lines
 
 

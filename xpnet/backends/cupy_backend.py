@@ -105,3 +105,49 @@ def owns(array) -> bool:
 
 def to_host(array):
     return array.get()
+
+
+def device_properties() -> list:
+    """[(index, name, total memory in bytes, (major, minor))] for every CUDA device CuPy sees."""
+    import cupy
+
+    runtime = cupy.cuda.runtime
+    out = []
+    for index in range(runtime.getDeviceCount()):
+        props = runtime.getDeviceProperties(index)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        out.append((index, name, props["totalGlobalMem"], (props["major"], props["minor"])))
+    return out
+
+
+def versions() -> tuple:
+    """(CUDA runtime version, driver version) as integers, e.g. (12040, 12040)."""
+    import cupy
+
+    return cupy.cuda.runtime.runtimeGetVersion(), cupy.cuda.runtime.driverGetVersion()
+
+
+def memory_stats() -> dict:
+    """CuPy memory-pool figures in bytes: in use, held by the pool, and the pool's limit."""
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    pinned = cupy.get_default_pinned_memory_pool()
+    return {"used_bytes": pool.used_bytes(), "total_bytes": pool.total_bytes(),
+            "limit_bytes": pool.get_limit(), "pinned_free_blocks": pinned.n_free_blocks()}
+
+
+def set_tf32(enabled: bool) -> None:
+    """Opt in to TF32 tensor-core GEMMs for float32 matmuls (about 10 bits of mantissa)."""
+    import os
+
+    import numpy
+
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"  # read by CuPy for dtypes not yet planned
+    try:
+        from cupy._core import _routines_linalg as linalg
+    except ImportError:
+        return
+    mode = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+    for dtype in (numpy.float32, numpy.complex64):
+        linalg.set_compute_type(dtype, mode)
