@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a VGG on CIFAR-10 (or synthetic data) — the GPU example.
+"""Train a VGG on CIFAR-10 (or synthetic data): the GPU example.
 
     XPNET_BACKEND=cupy python scripts/train_vgg.py --dataset cifar10:/data/cifar-10-batches-bin
     XPNET_BACKEND=cupy python scripts/train_vgg.py --dataset synthetic --epochs 1
@@ -9,16 +9,8 @@ Any ``xpnet train`` option may be given; this script only changes the defaults.
 
 import sys
 
-from xpnet.cli import main
-
-DEFAULTS = ["--model", "vgg16_bn", "--batch-size", "128", "--epochs", "30", "--lr", "0.1",
-            "--synthetic-size", "2048"]
+from xpnet.train.cli import main_with_defaults
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    given = {a.split("=")[0] for a in args if a.startswith("--")}
-    extra = []
-    for flag, value in zip(DEFAULTS[::2], DEFAULTS[1::2]):
-        if flag not in given:
-            extra += [flag, value]
-    sys.exit(main(["train", *extra, *args]))
+    sys.exit(main_with_defaults({"--model": "vgg16_bn", "--batch-size": 128, "--epochs": 30, "--lr": 0.1,
+                                 "--synthetic-size": 2048}))

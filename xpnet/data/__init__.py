@@ -16,6 +16,7 @@ from . import transforms  # noqa: F401
 from .dataset import Dataset, Subset, TensorDataset, stack_samples, stratified_split  # noqa: F401
 from .loader import DataLoader, epoch_generators  # noqa: F401
 from .mnist_sample import load_mnist_sample  # noqa: F401
+from .synthetic import channel_stats, input_shape_of, synthetic_splits  # noqa: F401
 from .readers import (  # noqa: F401
     DatasetSplits,
     ImageFolder,
@@ -44,7 +45,7 @@ from .transforms import (  # noqa: F401
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "DataLoader", "stack_samples", "stratified_split", "epoch_generators",
     "transforms", "Compose", "GaussianNoise", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat",
-    "load_mnist_sample", "load_dataset", "register_dataset", "accepted_forms", "DatasetSplits",
+    "load_mnist_sample", "synthetic_splits", "channel_stats", "input_shape_of", "load_dataset", "register_dataset", "accepted_forms", "DatasetSplits",
     "load_mnist", "read_idx", "load_cifar10", "load_cifar100", "read_cifar_binary", "read_cifar_python",
     "RestrictedUnpickler", "UnsafePickleError", "ImageFolder", "load_image_folder",
 ]

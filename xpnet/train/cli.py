@@ -1,7 +1,4 @@
-"""``xpnet train`` and ``xpnet eval``: the main job from the command line.
-
-Host-side where it prepares data (channel statistics, synthetic images): that part uses NumPy.
-"""
+"""``xpnet train`` and ``xpnet eval``: the main job from the command line."""
 
 from __future__ import annotations
 
@@ -50,19 +47,10 @@ def register_cli(sub):
 
 
 # ----------------------------------------------------------------------------------- data sets
-def _synthetic(path, input_shape=(1, 28, 28), size=512, seed=0, **unused):
-    """Random uint8 images of the model's input shape and random labels: for throughput runs."""
-    import numpy as np
-
+def _synthetic(path, input_shape=(1, 28, 28), size=512, seed=0):
     from .. import data
 
-    gen = np.random.default_rng(seed)
-    n_test = max(64, size // 4)
-    x_train = gen.integers(0, 256, (size, *input_shape), dtype=np.uint8)
-    x_test = gen.integers(0, 256, (n_test, *input_shape), dtype=np.uint8)
-    return data.DatasetSplits(data.TensorDataset(x_train, gen.integers(0, 10, size)),
-                              data.TensorDataset(x_test, gen.integers(0, 10, n_test)),
-                              10, [str(i) for i in range(10)], "synthetic", "generated")
+    return data.synthetic_splits(input_shape, size, seed)
 
 
 def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=None, seed=0):
@@ -86,33 +74,18 @@ def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=No
     return splits
 
 
-def _host_images(dataset, limit=2000):
-    import numpy as np
-
-    arrays = getattr(dataset, "arrays", None)
-    if arrays is not None:
-        return arrays[0][:limit]
-    return np.stack([np.asarray(dataset[i][0]) for i in range(min(len(dataset), limit))])
-
-
 def _transforms(train_dataset, augment):
     """Train and test transforms: to float, normalise with the training set's channel statistics,
     and (train only) random crops, plus horizontal flips for colour images."""
-    import numpy as np
-
     from .. import data
 
-    images = _host_images(train_dataset)
-    side = images.shape[-1]
-    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
-    sample = images.astype(np.float32) * scale
-    mean = sample.mean(axis=(0, 2, 3)).tolist()
-    std = (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()
+    scale, mean, std = data.channel_stats(train_dataset)
     base = [data.ToFloat(scale), data.Normalize(mean, std)]
     train = list(base)
     if augment:
+        channels, side = len(mean), data.input_shape_of(train_dataset)[-1]
         train.append(data.RandomCrop(side, padding=max(2, side // 8)))
-        if images.shape[1] == 3:
+        if channels == 3:
             train.append(data.RandomHorizontalFlip())
     return data.Compose(train), data.Compose(base)
 
@@ -275,13 +248,27 @@ def cmd_eval(args) -> int:
             correct += correct_count(out.data, yb.data)
             top5 += top_k_correct(out.data, yb.data, 5)
             seen += yb.shape[0]
-            preds.append(xpnet.to_numpy(xpnet.argmax(out, axis=-1)))
-            targets.append(xpnet.to_numpy(yb))
-    import numpy as np
-
-    cm = confusion_matrix(np.concatenate(preds), np.concatenate(targets), options.get("num_classes", num_classes))
+            preds.append(xpnet.argmax(out, axis=-1))
+            targets.append(yb)
+    cm = xpnet.to_numpy(confusion_matrix(xpnet.concat(preds).data, xpnet.concat(targets).data,
+                                         options.get("num_classes", num_classes)))
     print(f"{name} from {args.checkpoint} (epoch {header['epoch']}) on {args.dataset}: "
           f"accuracy {100 * correct / seen:.2f}%  top-5 {100 * top5 / seen:.2f}%  ({seen} images)")
     print("confusion matrix (rows: true class, columns: predicted):")
-    print(np.array2string(np.asarray(cm), max_line_width=200))
+    width = max(len(str(int(v))) for v in cm.ravel())
+    for row in cm.tolist():
+        print("  " + " ".join(str(int(v)).rjust(width) for v in row))
     return 0
+
+
+def main_with_defaults(defaults: dict, argv=None) -> int:
+    """``xpnet train`` with other defaults (the example scripts): options in ``argv`` win."""
+    from ..cli import main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    extra = []
+    for flag, value in defaults.items():
+        if flag not in given:
+            extra += [flag, str(value)]
+    return main(["train", *extra, *argv])

@@ -67,10 +67,9 @@ class DatasetSplits:
     @property
     def input_shape(self) -> tuple:
         """(C, H, W) of one input sample."""
-        arrays = getattr(self.train, "arrays", None)
-        if arrays is not None:
-            return tuple(arrays[0].shape[1:])
-        return tuple(np.asarray(self.train[0][0]).shape)
+        from ..synthetic import input_shape_of
+
+        return input_shape_of(self.train)
 
 
 _REGISTRY: dict = {}  # name -> (function(argument or None, **options) -> DatasetSplits, form, needs_dir)
