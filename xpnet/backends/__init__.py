@@ -221,4 +221,4 @@ __all__ = [
     "register_transfer",
 ]
 
-from . import numpy_kernels  # noqa: E402,F401  -- registers the NumPy fast paths
+from . import cupy_kernels, numpy_kernels  # noqa: E402,F401  -- register fast paths (CuPy is imported only when its kernels run)

@@ -1,0 +1,149 @@
+"""CuPy fast paths (xpnet/backends/cupy_kernels.py) equal the generic Array-API code on the GPU, and
+the whole conv/pool/batch-norm stack on CuPy matches NumPy. Run with ``pytest -m gpu`` on a CUDA machine;
+skipped elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet.backends import cupy_kernels as ck
+from xpnet.nn.functional import conv as conv_mod
+from xpnet.nn.functional import pool as pool_mod
+
+pytestmark = pytest.mark.gpu
+
+TOL = {"float64": dict(rtol=1e-10, atol=1e-10), "float32": dict(rtol=1e-4, atol=1e-4)}
+
+CONV_CASES = [
+    (2, 3, 8, 8, 4, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    (3, 4, 7, 9, 6, (3, 2), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    (2, 4, 9, 8, 4, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    (2, 2, 10, 9, 3, (5, 5), (3, 2), ((2, 2), (1, 1)), (1, 1), 1),
+    (2, 3, 9, 9, 2, (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
+    (2, 4, 6, 7, 6, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    (2, 4, 7, 7, 4, (3, 3), (2, 1), ((1, 1), (0, 0)), (1, 2), 4),
+    (2, 2, 6, 5, 3, (2, 2), (1, 1), ((0, 1), (0, 1)), (1, 1), 1),
+    (2, 3, 23, 23, 4, (11, 11), (4, 4), ((2, 2), (2, 2)), (1, 1), 1),
+]
+
+
+@pytest.fixture
+def cp():
+    cupy = pytest.importorskip("cupy")
+    return cupy
+
+
+def _close(fast, generic, dtype):
+    assert fast.dtype == generic.dtype
+    assert fast.shape == generic.shape
+    np.testing.assert_allclose(fast.get(), generic.get(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
+def test_cupy_conv2d_equals_generic(cp, rng, case, chunked, dtype, monkeypatch):
+    if chunked:
+        monkeypatch.setattr(ck, "CHUNK_BYTES", 1)  # one image per chunk
+    n, c, h, w, o, kernel, stride, padding, dilation, groups = case
+    x = cp.asarray(rng.standard_normal((n, c, h, w)).astype(dtype))
+    wt = cp.asarray(rng.standard_normal((o, c // groups) + kernel).astype(dtype))
+    b = cp.asarray(rng.standard_normal(o).astype(dtype))
+    yf, sf = ck.conv2d_forward(x, wt, b, stride, padding, dilation, groups)
+    yg, sg = conv_mod.conv2d_forward_generic(x, wt, b, stride, padding, dilation, groups)
+    _close(yf, yg, dtype)
+    g = cp.asarray(rng.standard_normal(yg.shape).astype(dtype))
+    for needs in ((True, True, True), (False, True, False), (True, False, False)):
+        for a, bgen, need in zip(ck.conv2d_backward(g, sf, needs), conv_mod.conv2d_backward_generic(g, sg, needs),
+                                 needs):
+            assert (a is None) == (not need)
+            if need:
+                _close(a, bgen, dtype)
+
+
+POOL_CASES = [
+    ((2, 2), (2, 2), 0, (1, 1), False, 8, 8),
+    ((3, 3), (2, 2), 1, (1, 1), False, 9, 8),
+    ((3, 3), (1, 1), 1, (1, 1), False, 6, 5),
+    ((3, 2), (2, 1), 1, (1, 1), True, 7, 8),
+    ((2, 2), (3, 3), 1, (1, 1), True, 8, 7),
+    ((3, 3), (1, 1), 1, (2, 2), False, 7, 7),
+]
+
+
+def _geometry(case):
+    kernel, stride, p, dilation, ceil_mode, h, w = case
+    pad = ((p, p), (p, p))
+    return kernel, stride, pad, dilation, conv_mod.conv2d_output_size((h, w), kernel, stride, pad, dilation,
+                                                                      ceil_mode=ceil_mode)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
+def test_cupy_pools_equal_generic(cp, rng, case, dtype):
+    kernel, stride, pad, dilation, out = _geometry(case)
+    x = cp.asarray(rng.integers(0, 4, (2, 3) + case[5:]).astype(dtype))  # ties: the first maximum wins
+    yf, sf = ck.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+    yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
+    _close(yf, yg, dtype)
+    g = cp.asarray(rng.standard_normal(yg.shape).astype(dtype))
+    _close(ck.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
+    if dilation != (1, 1):
+        return
+    x = cp.asarray(rng.standard_normal((2, 3) + case[5:]).astype(dtype))
+    for count_include_pad in (True, False):
+        for override in (None, 3):
+            yf, sf = ck.avg_pool2d_forward(x, kernel, stride, pad, out, count_include_pad, override)
+            yg, sg = pool_mod.avg_pool2d_forward_generic(x, kernel, stride, pad, out, count_include_pad, override)
+            _close(yf, yg, dtype)
+            _close(ck.avg_pool2d_backward(g, sf), pool_mod.avg_pool2d_backward_generic(g, sg), dtype)
+
+
+def test_cupy_backend_uses_registered_kernels():
+    backend = xpnet.get_backend("cupy")
+    for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+                 "avg_pool2d_forward", "avg_pool2d_backward"):
+        assert backend.kernel(name) is getattr(ck, name)
+
+
+def test_cupy_float16_computes_in_float32(cp, rng):
+    x = cp.asarray(rng.standard_normal((2, 3, 6, 6)).astype("float16"))
+    w = cp.asarray(rng.standard_normal((4, 3, 3, 3)).astype("float16"))
+    y, saved = ck.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    assert y.dtype == cp.float16
+    ref, _ = conv_mod.conv2d_forward_generic(x.astype(cp.float32), w.astype(cp.float32), None, (1, 1),
+                                             ((1, 1), (1, 1)), (1, 1), 1)
+    np.testing.assert_allclose(y.get().astype(np.float32), ref.get(), rtol=2e-2, atol=2e-2)
+    dx, dw, _ = ck.conv2d_backward(cp.ones_like(y), saved, (True, True, False))
+    assert dx.dtype == cp.float16 and dw.dtype == cp.float16
+
+
+def test_cupy_network_matches_numpy(rng):
+    """A conv-bn-relu-pool stack trained one step on CuPy gives NumPy's values and gradients."""
+    from xpnet import nn
+
+    def build():
+        xpnet.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, dtype="float64"), nn.BatchNorm2d(8, dtype="float64"),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, stride=2, padding=1, dtype="float64"),
+                             nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d(1))
+
+    x_host = rng.standard_normal((4, 3, 12, 12))
+    grads = {}
+    for name in ("numpy", "cupy"):
+        with xpnet.use_backend("numpy"):
+            model = build()  # the same initial weights for both, moved whole to the GPU
+        model.to(backend=name)
+        with xpnet.use_backend(name) as b:
+            x = xpnet.Tensor(b.from_host(x_host), requires_grad=True)
+            y = model(x)
+            y.backward(b.from_host(np.ones(y.shape)))
+            grads[name] = (xpnet.to_numpy(y), xpnet.to_numpy(x.grad),
+                           [xpnet.to_numpy(p.grad) for p in model.parameters()])
+    (yn, gxn, pn), (yc, gxc, pc) = grads["numpy"], grads["cupy"]
+    np.testing.assert_allclose(yc, yn, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(gxc, gxn, rtol=1e-9, atol=1e-9)
+    for a, b in zip(pc, pn):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
