@@ -159,18 +159,47 @@ class _Runner:
         return self.batch * steps / (time.perf_counter() - start)
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_probe(framework, workload, steps, device):
+    """Print the peak resident set (MiB) above the post-import level while building the workload
+    and running ``steps`` training steps; a sampling thread reads /proc/self/statm every 0.5 ms."""
+    import gc
+    import threading
+
+    import torch  # noqa: F401  (both frameworks' imports belong to the baseline)
+
+    gc.collect()
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    runner = _Runner(framework, workload, device)
+    for _ in range(steps):
+        runner.step()
+    done.set()
+    thread.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    print((peak[0] - base) / 2**20)
+
+
 def _peak_memory_child(framework, workload, steps, device):
-    """Resident-set high-water (MiB) above the post-import baseline, in a fresh process."""
-    code = (
-        "import sys, resource, xpnet, torch\n"
-        "from xpnet import bench\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        f"r = bench._Runner({framework!r}, {workload!r}, {device!r})\n"
-        f"[r.step() for _ in range({steps})]\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
-    )
+    """Peak memory of one framework's workload, measured in a fresh process (see memory_probe)."""
+    code = f"from xpnet.bench import memory_probe; memory_probe({framework!r}, {workload!r}, {steps}, {device!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"bench: memory run of {framework}/{workload} failed: {last}", file=sys.stderr)
         return None
     return float(out.stdout.strip().splitlines()[-1])
 
