@@ -15,6 +15,10 @@ docstrings there) and is tested equal to it. What makes them fast on a CPU:
   convolutions fold the column gradient back by one slice-add per kernel offset (col2im).
 * Max pooling saves the argmax offset as uint8; backward routes each gradient with one masked copy
   per kernel offset. Batch norm saves x_hat and runs the closed-form backward in three passes.
+* Batch-parallel: each kernel splits the batch (or the rows) over ``NUM_WORKERS`` threads (the CPUs
+  this process may use, or ``XPNET_NUM_THREADS``); NumPy releases the GIL in copies, ufuncs and GEMMs.
+  While they run, OpenBLAS is pinned to one thread per call, so every core runs its own im2col + GEMM
+  pipeline instead of waiting on the BLAS's spinning threads.
 * Never float64 in a float32 computation: constants are cast to the array dtype first.
 """
 
@@ -269,6 +273,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     og = o // groups
     oh, ow = _output_size((h, wd), (kh, kw), stride, padding, dilation)
     xh = _nhwc(x)
+    saved = (x, w, (oh, ow), stride, padding, dilation, groups)
     shared = _shared_padded(xh.shape, padding, x.dtype, "conv_xpad")
     wmats = _group_weights(w, groups)
     y = np.empty((n, oh, ow, o), dtype=x.dtype)
@@ -289,7 +294,6 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
             np.add(part_rows, b, out=part_rows)
 
     _parallel(work, n, blas=True)
-    saved = (x, w, (oh, ow), stride, padding, dilation, groups)
     return _nchw(y), saved
 
 
@@ -449,12 +453,17 @@ def _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation):
 
 
 def _max_pool_part(views, y, arg, exact_nan):
-    """Running max over the kernel offsets; ``arg`` gets the first winning offset. The fast form keeps
-    y by np.maximum (NaN-propagating) and moves arg on a strict '>' only; when a NaN reached y the
-    caller reruns with ``exact_nan``, which lets every NaN take the window as PyTorch does."""
+    """Running max over the kernel offsets; ``arg`` gets the winning offset. The fast form keeps y by
+    np.maximum (NaN-propagating) and moves arg on a strict '>' only; when a NaN reached y the caller
+    reruns with ``exact_nan``, which lets every NaN take the window as PyTorch does.
+
+    Branch-free on purpose: masked NumPy operations (np.where, copyto(where=)) run several times
+    slower on the random masks pooling produces. Offsets are visited in increasing order and arg is
+    the last offset that beat the running max, so arg = max_k(k * [offset k beat it])."""
     np.copyto(y, views[0])
     arg[...] = 0
     better = _workspace("pool_better", y.shape, np.bool_)
+    step = _workspace("pool_step", y.shape, arg.dtype)
     nan = _workspace("pool_nan", y.shape, np.bool_) if exact_nan else None
     for k, v in enumerate(views[1:], start=1):
         np.greater(v, y, out=better)
@@ -464,7 +473,8 @@ def _max_pool_part(views, y, arg, exact_nan):
             np.copyto(y, v, where=better)
         else:
             np.maximum(y, v, out=y)
-        np.copyto(arg, k, where=better)
+        np.multiply(better, arg.dtype.type(k), out=step)
+        np.maximum(arg, step, out=arg)
 
 
 @register_kernel("numpy", "max_pool2d_forward")
@@ -495,10 +505,9 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
 @register_kernel("numpy", "max_pool2d_backward")
 def max_pool2d_backward(g, saved):
     """Each offset's view of dx takes g where that offset won: one masked multiply per offset when the
-    windows tile the input exactly, a masked copy (or add, where windows overlap) otherwise."""
+    windows tile the input exactly, a masked multiply-add otherwise (windows may overlap)."""
     arg, (n, c, h, w), kernel, stride, padding, dilation, out_hw, (hp, wp) = saved
     gh = _nhwc(g)
-    overlap = stride[0] < dilation[0] * (kernel[0] - 1) + 1 or stride[1] < dilation[1] * (kernel[1] - 1) + 1
     tiles = (dilation == (1, 1) and tuple(stride) == tuple(kernel)
              and (hp, wp) == (out_hw[0] * kernel[0], out_hw[1] * kernel[1]))
     dx = (np.empty if tiles else np.zeros)((n, hp, wp, c), dtype=g.dtype)
@@ -506,14 +515,14 @@ def max_pool2d_backward(g, saved):
     def work(n0, n1):
         part_arg, part_g = arg[n0:n1], gh[n0:n1]
         hit = _workspace("pool_hit", part_arg.shape, np.bool_)
+        share = None if tiles else _workspace("pool_share", part_arg.shape, g.dtype)
         for k, v in enumerate(_pool_views(dx[n0:n1], kernel, stride, dilation, out_hw)):
             np.equal(part_arg, k, out=hit)
             if tiles:
                 np.multiply(part_g, hit, out=v)
-            elif overlap:
-                np.add(v, part_g, out=v, where=hit)
-            else:
-                np.copyto(v, part_g, where=hit)
+            else:  # branch-free masked add (see _max_pool_part)
+                np.multiply(part_g, hit, out=share)
+                np.add(v, share, out=v)
 
     _parallel(work, n)
     (pt, _), (pl, _) = padding
@@ -597,14 +606,16 @@ def _from_channels_last(rows, shape):
     return np.moveaxis(moved, -1, 1)
 
 
-def _row_sums(rows, other=None):
-    """Column sums of ``rows`` (or of rows * other) with the row range split over the workers."""
-    def work(a, b):
-        if other is None:
-            return rows[a:b].sum(axis=0)
-        return np.einsum("ij,ij->j", rows[a:b], other[a:b])
+# rows per block inside a worker: each block's few passes stay in L2 instead of streaming from memory
+BN_BLOCK_BYTES = 256 << 10
 
-    parts = _parallel(work, rows.shape[0])
+
+def _row_blocks(a, b, width, itemsize):
+    step = max(1, BN_BLOCK_BYTES // max(1, width * itemsize))
+    return [(i, min(b, i + step)) for i in range(a, b, step)]
+
+
+def _sum_partials(parts):
     total = parts[0]
     for p in parts[1:]:
         total = total + p
@@ -614,66 +625,86 @@ def _row_sums(rows, other=None):
 @register_kernel("numpy", "batch_norm_forward")
 def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     """Returns (y, saved, batch_mean, batch_var); batch statistics are biased (divide by m) and are
-    None in eval mode, where ``mean``/``var`` (running statistics) are used. Work is split over row
-    ranges of the (M, C) channels-last matrix: sums, then x_hat and y in one parallel pass each."""
+    None in eval mode, where ``mean``/``var`` (running statistics) are used.
+
+    On the (M, C) channels-last matrix, split over the workers and, inside each, in cache-sized row
+    blocks: (1) column sums -> mean; (2) x_c = x - mean, kept for backward, and its column sums of
+    squares -> var; (3) y = x_c * (gamma/sigma) + beta. Saving x_c rather than x_hat spares a pass;
+    backward folds 1/sigma into its per-channel constants."""
     rows = _channels_last(x)
-    m = rows.shape[0]
+    m, c = rows.shape
     dt = x.dtype.type
+    xc = np.empty_like(rows)
+    blocks = lambda a, b: _row_blocks(a, b, c, rows.itemsize)  # noqa: E731
     if training:
-        mean = _row_sums(rows) / dt(m)
-    xhat = np.empty_like(rows)
-    _parallel(lambda a, b: np.subtract(rows[a:b], mean, out=xhat[a:b]), m)
-    if training:
-        var = _row_sums(xhat, xhat) / dt(m)
+        mean = _sum_partials(_parallel(lambda a, b: sum(rows[i:j].sum(axis=0) for i, j in blocks(a, b)), m)) / dt(m)
+
+        def center(a, b):
+            total = np.zeros(c, dtype=rows.dtype)
+            for i, j in blocks(a, b):
+                np.subtract(rows[i:j], mean, out=xc[i:j])
+                total += np.einsum("ij,ij->j", xc[i:j], xc[i:j])
+            return total
+
+        var = _sum_partials(_parallel(center, m)) / dt(m)
+    else:
+        _parallel(lambda a, b: np.subtract(rows[a:b], mean, out=xc[a:b]), m)
     invstd = 1 / np.sqrt(var + dt(eps))
     scale = invstd if gamma is None else invstd * gamma
     y = np.empty_like(rows)
 
     def finish(a, b):
-        np.multiply(xhat[a:b], scale, out=y[a:b])
-        if beta is not None:
-            np.add(y[a:b], beta, out=y[a:b])
-        np.multiply(xhat[a:b], invstd, out=xhat[a:b])
+        for i, j in blocks(a, b):
+            np.multiply(xc[i:j], scale, out=y[i:j])
+            if beta is not None:
+                np.add(y[i:j], beta, out=y[i:j])
 
     _parallel(finish, m)
-    saved = (xhat, invstd, gamma, training, x.shape)
+    saved = (xc, invstd, gamma, training, x.shape)
     return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
 
 
 @register_kernel("numpy", "batch_norm_backward")
 def batch_norm_backward(g, saved, needs):
-    """dx = a g + b x_hat + c per channel (a = gamma/sigma, b = -a sum(g x_hat)/m, c = -a sum(g)/m in
-    training; dx = a g in eval), after one parallel pass for the two sums."""
-    xhat, invstd, gamma, training, shape = saved
+    """With x_hat = x_c / sigma: sum(g), sum(g x_hat) in one blocked pass, then
+    dx = a g + b x_c + c per channel (a = gamma/sigma, b = -a sum(g x_hat) / (m sigma), c = -a sum(g)/m
+    in training; dx = a g in eval) in a second."""
+    xc, invstd, gamma, training, shape = saved
     need_x, need_gamma, need_beta = needs
     grows = _channels_last(g)
-    m = grows.shape[0]
+    m, c = grows.shape
     dt = g.dtype.type
 
     def sums(a, b):
-        return grows[a:b].sum(axis=0), np.einsum("ij,ij->j", grows[a:b], xhat[a:b])
+        sg = np.zeros(c, dtype=grows.dtype)
+        sgx = np.zeros(c, dtype=grows.dtype)
+        for i, j in _row_blocks(a, b, c, grows.itemsize):
+            sg += grows[i:j].sum(axis=0)
+            sgx += np.einsum("ij,ij->j", grows[i:j], xc[i:j])
+        return sg, sgx
 
     parts = _parallel(sums, m)
-    sum_g, sum_gx = parts[0]
-    for pg, pgx in parts[1:]:
-        sum_g, sum_gx = sum_g + pg, sum_gx + pgx
+    sum_g = _sum_partials([p[0] for p in parts])
+    sum_gx = _sum_partials([p[1] for p in parts]) * invstd  # sum(g * x_hat)
     dx = None
     if need_x:
         scale = invstd if gamma is None else gamma * invstd
-        out = np.empty_like(xhat)
+        out = np.empty_like(xc)
         if training:
-            b = -scale * sum_gx / dt(m)
-            c = -scale * sum_g / dt(m)
+            coef_x = -scale * sum_gx * invstd / dt(m)
+            shift = -scale * sum_g / dt(m)
 
-            def finish(lo, hi):
-                np.multiply(xhat[lo:hi], b, out=out[lo:hi])
-                np.add(out[lo:hi], c, out=out[lo:hi])
-                tmp = _workspace("bn_tmp", out[lo:hi].shape, out.dtype)
-                np.multiply(grows[lo:hi], scale, out=tmp)
-                np.add(out[lo:hi], tmp, out=out[lo:hi])
+            def finish(a, b):
+                tmp = _workspace("bn_tmp", (min(b - a, max(1, BN_BLOCK_BYTES // max(1, c * xc.itemsize))), c),
+                                 xc.dtype)
+                for i, j in _row_blocks(a, b, c, xc.itemsize):
+                    np.multiply(xc[i:j], coef_x, out=out[i:j])
+                    np.add(out[i:j], shift, out=out[i:j])
+                    np.multiply(grows[i:j], scale, out=tmp[:j - i])
+                    np.add(out[i:j], tmp[:j - i], out=out[i:j])
         else:
-            def finish(lo, hi):
-                np.multiply(grows[lo:hi], scale, out=out[lo:hi])
+            def finish(a, b):
+                np.multiply(grows[a:b], scale, out=out[a:b])
 
         _parallel(finish, m)
         dx = _from_channels_last(out, shape)
