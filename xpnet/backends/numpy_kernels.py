@@ -228,6 +228,23 @@ def _chunk(n, rows_per_image, row_elems, itemsize):
     return max(1, min(n, CHUNK_BYTES // max(1, rows_per_image * row_elems * itemsize)))
 
 
+def _im2col(patches, n0, n1, name):
+    """The column matrix of images [n0, n1) as a (rows, kH*kW*C) matrix, copied into a workspace.
+
+    Stored rows-major when a receptive-field row (kW*C values, contiguous in NHWC) is the longer
+    run; for few channels (a 5x5 kernel over 1 channel: runs of 5) it is stored as the transpose
+    (kH*kW*C, rows), where each copied run is an output row (OW values) instead, and returned as a
+    transposed view: BLAS takes either form without a copy."""
+    _, oh, ow, kh, kw, c = patches.shape
+    if kw * c >= ow or ow < 8:
+        cols = _workspace(name, (n1 - n0, oh, ow, kh, kw, c), patches.dtype)
+        np.copyto(cols, patches[n0:n1])
+        return cols.reshape((n1 - n0) * oh * ow, kh * kw * c)
+    cols_t = _workspace(name, (kh, kw, c, n1 - n0, oh, ow), patches.dtype)
+    np.copyto(cols_t, patches[n0:n1].transpose(3, 4, 5, 0, 1, 2))
+    return cols_t.reshape(kh * kw * c, (n1 - n0) * oh * ow).T
+
+
 def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
     """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat, a cache-sized batch chunk at a time."""
     n, oh, ow = patches.shape[:3]
@@ -235,9 +252,7 @@ def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
     nb = _chunk(n, oh * ow, kc, patches.itemsize)
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
-        cols = _workspace(name, (n1 - n0, oh, ow, kernel[0], kernel[1], c), patches.dtype)
-        np.copyto(cols, patches[n0:n1])
-        np.matmul(cols.reshape(-1, kc), wmat, out=out_rows[n0 * oh * ow:n1 * oh * ow])
+        np.matmul(_im2col(patches, n0, n1, name), wmat, out=out_rows[n0 * oh * ow:n1 * oh * ow])
 
 
 def _framed_part(src, padding, n0, n1, shared):
@@ -332,10 +347,9 @@ def conv2d_backward(g, saved, needs):
                 part = _workspace("conv_dw_part", (kc, og), w.dtype)
                 for a in range(0, n1 - n0, nb):
                     z = min(n1 - n0, a + nb)
-                    cols = _workspace("conv_cols", (z - a, oh, ow, kh, kw, cg), x.dtype)
-                    np.copyto(cols, patches[a:z])
+                    cols = _im2col(patches, a, z, "conv_cols")
                     rows = gsel[(n0 + a) * oh * ow:(n0 + z) * oh * ow]
-                    np.matmul(cols.reshape(-1, kc).T, rows, out=acc if a == 0 else part)
+                    np.matmul(cols.T, rows, out=acc if a == 0 else part)
                     if a:
                         np.add(acc, part, out=acc)
                 dw_parts.append(acc)
