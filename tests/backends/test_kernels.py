@@ -193,3 +193,25 @@ def test_fast_outputs_are_channels_last_and_float32(rng):
     assert p.dtype == np.float32 and p.transpose(0, 2, 3, 1).flags.c_contiguous
     bn, *_ = nk.batch_norm_forward(y, np.ones(4, "float32"), np.zeros(4, "float32"), None, None, True, 1e-5)
     assert bn.dtype == np.float32 and bn.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_kernels_work_in_a_forked_child(rng):
+    """A forked data-loading worker inherits the kernel thread pool object without its threads."""
+    import os
+
+    x = rng.standard_normal((4, 3, 8, 8)).astype("float32")
+    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    expected, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # the pool now exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+            os.write(write, b"ok" if np.allclose(y, expected) else b"mismatch")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"ok" and status == 0
+    os.close(read)

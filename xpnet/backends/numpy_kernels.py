@@ -131,6 +131,18 @@ def _executor():
     return _pool
 
 
+def _after_fork_in_child():
+    # a forked child (a multiprocessing data worker) inherits the pool object but not its threads,
+    # and possibly a lock held by another parent thread: start afresh
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+    _blas._lock, _blas._depth = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _parallel(fn, n: int, blas: bool = False):
     """[fn(start, stop) for contiguous parts of range(n)], the parts run on NUM_WORKERS threads (the
     caller runs the first). NumPy releases the GIL in copies, ufuncs and GEMMs, so the parts truly
