@@ -215,3 +215,12 @@ def test_kernels_work_in_a_forked_child(rng):
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 16) == b"ok" and status == 0
     os.close(read)
+
+
+def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(rng):
+    # per-block centering and Chan's merge: no catastrophic cancellation when |mean| >> std
+    x = (rng.standard_normal((64, 8, 8, 16)) * 0.01 + 1000.0).astype("float32").transpose(0, 3, 1, 2)
+    _, _, mean, var = nk.batch_norm_forward(x, None, None, None, None, True, 1e-5)
+    exact = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1).reshape(-1, 16)
+    np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(var, exact.var(0), rtol=1e-3)

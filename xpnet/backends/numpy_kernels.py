@@ -632,8 +632,9 @@ def _from_channels_last(rows, shape):
     return np.moveaxis(moved, -1, 1)
 
 
-# rows per block inside a worker: each block's few passes stay in L2 instead of streaming from memory
-BN_BLOCK_BYTES = 256 << 10
+# rows per block inside a worker: the few passes over a block hit the cache instead of memory, and the
+# blocks are large enough that the per-call Python overhead stays small (1 MiB measured best here)
+BN_BLOCK_BYTES = 1 << 20
 
 
 def _row_blocks(a, b, width, itemsize):
@@ -648,54 +649,82 @@ def _sum_partials(parts):
     return total
 
 
+def _column_sums(block):
+    """Column sums of a (rows, C) block as one BLAS GEMV (several times faster than sum(axis=0))."""
+    store = getattr(_local, "ones", None)
+    if store is None:
+        store = _local.ones = {}
+    ones = store.get(block.dtype)
+    if ones is None or ones.shape[0] < block.shape[0]:
+        ones = store[block.dtype] = np.ones(block.shape[0], dtype=block.dtype)
+    return np.matmul(ones[:block.shape[0]], block)
+
+
+def _block_moments(rows, a, b):
+    """(count, mean, M2) of rows [a, b), each cache-sized block centered on its own mean and the
+    blocks merged with Chan's update: one read of the rows from memory, no cancellation."""
+    c = rows.shape[1]
+    count, mean, m2 = 0, np.zeros(c, dtype=rows.dtype), np.zeros(c, dtype=rows.dtype)
+    for i, j in _row_blocks(a, b, c, rows.itemsize):
+        block = rows[i:j]
+        k = j - i
+        bmean = _column_sums(block) / rows.dtype.type(k)
+        centered = _workspace("bn_centered", block.shape, rows.dtype)
+        np.subtract(block, bmean, out=centered)
+        bm2 = np.einsum("ij,ij->j", centered, centered)
+        mean, m2, count = _merge_moments(count, mean, m2, k, bmean, bm2)
+    return count, mean, m2
+
+
+def _merge_moments(n1, mean1, m2_1, n2, mean2, m2_2):
+    if n1 == 0:
+        return mean2, m2_2, n2
+    n = n1 + n2
+    delta = mean2 - mean1
+    dt = mean1.dtype.type
+    mean = mean1 + delta * dt(n2 / n)
+    m2 = m2_1 + m2_2 + delta * delta * dt(n1 * n2 / n)
+    return mean, m2, n
+
+
 @register_kernel("numpy", "batch_norm_forward")
 def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     """Returns (y, saved, batch_mean, batch_var); batch statistics are biased (divide by m) and are
     None in eval mode, where ``mean``/``var`` (running statistics) are used.
 
     On the (M, C) channels-last matrix, split over the workers and, inside each, in cache-sized row
-    blocks: (1) column sums -> mean; (2) x_c = x - mean, kept for backward, and its column sums of
-    squares -> var; (3) y = x_c * (gamma/sigma) + beta. Saving x_c rather than x_hat spares a pass;
-    backward folds 1/sigma into its per-channel constants."""
+    blocks: one pass for the statistics (per-block moments merged stably), one for
+    y = x * (gamma/sigma) + (beta - mean * gamma/sigma). Backward recomputes x - mean block by block,
+    so nothing but x itself (alive anyway) is kept."""
     rows = _channels_last(x)
     m, c = rows.shape
     dt = x.dtype.type
-    xc = np.empty_like(rows)
-    blocks = lambda a, b: _row_blocks(a, b, c, rows.itemsize)  # noqa: E731
     if training:
-        mean = _sum_partials(_parallel(lambda a, b: sum(rows[i:j].sum(axis=0) for i, j in blocks(a, b)), m)) / dt(m)
-
-        def center(a, b):
-            total = np.zeros(c, dtype=rows.dtype)
-            for i, j in blocks(a, b):
-                np.subtract(rows[i:j], mean, out=xc[i:j])
-                total += np.einsum("ij,ij->j", xc[i:j], xc[i:j])
-            return total
-
-        var = _sum_partials(_parallel(center, m)) / dt(m)
-    else:
-        _parallel(lambda a, b: np.subtract(rows[a:b], mean, out=xc[a:b]), m)
+        count, mean, m2 = 0, None, None
+        for n2, mean2, m2_2 in _parallel(lambda a, b: _block_moments(rows, a, b), m, blas=True):
+            mean, m2, count = (mean2, m2_2, n2) if count == 0 else _merge_moments(count, mean, m2, n2, mean2, m2_2)
+        var = m2 / dt(m)
     invstd = 1 / np.sqrt(var + dt(eps))
     scale = invstd if gamma is None else invstd * gamma
+    shift = -mean * scale if beta is None else beta - mean * scale
     y = np.empty_like(rows)
 
     def finish(a, b):
-        for i, j in blocks(a, b):
-            np.multiply(xc[i:j], scale, out=y[i:j])
-            if beta is not None:
-                np.add(y[i:j], beta, out=y[i:j])
+        for i, j in _row_blocks(a, b, c, rows.itemsize):
+            np.multiply(rows[i:j], scale, out=y[i:j])
+            np.add(y[i:j], shift, out=y[i:j])
 
     _parallel(finish, m)
-    saved = (xc, invstd, gamma, training, x.shape)
+    saved = (rows, mean, invstd, gamma, training, x.shape)
     return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
 
 
 @register_kernel("numpy", "batch_norm_backward")
 def batch_norm_backward(g, saved, needs):
-    """With x_hat = x_c / sigma: sum(g), sum(g x_hat) in one blocked pass, then
+    """With x_c = x - mean and x_hat = x_c / sigma: sum(g), sum(g x_c) in one blocked pass, then
     dx = a g + b x_c + c per channel (a = gamma/sigma, b = -a sum(g x_hat) / (m sigma), c = -a sum(g)/m
-    in training; dx = a g in eval) in a second."""
-    xc, invstd, gamma, training, shape = saved
+    in training; dx = a g in eval) in a second, x_c rebuilt block by block in cache."""
+    rows, mean, invstd, gamma, training, shape = saved
     need_x, need_gamma, need_beta = needs
     grows = _channels_last(g)
     m, c = grows.shape
@@ -705,29 +734,31 @@ def batch_norm_backward(g, saved, needs):
         sg = np.zeros(c, dtype=grows.dtype)
         sgx = np.zeros(c, dtype=grows.dtype)
         for i, j in _row_blocks(a, b, c, grows.itemsize):
-            sg += grows[i:j].sum(axis=0)
-            sgx += np.einsum("ij,ij->j", grows[i:j], xc[i:j])
+            centered = _workspace("bn_centered", (j - i, c), rows.dtype)
+            np.subtract(rows[i:j], mean, out=centered)
+            sg += _column_sums(grows[i:j])
+            sgx += np.einsum("ij,ij->j", grows[i:j], centered)
         return sg, sgx
 
-    parts = _parallel(sums, m)
+    parts = _parallel(sums, m, blas=True)
     sum_g = _sum_partials([p[0] for p in parts])
     sum_gx = _sum_partials([p[1] for p in parts]) * invstd  # sum(g * x_hat)
     dx = None
     if need_x:
         scale = invstd if gamma is None else gamma * invstd
-        out = np.empty_like(xc)
+        out = np.empty_like(grows)
         if training:
             coef_x = -scale * sum_gx * invstd / dt(m)
             shift = -scale * sum_g / dt(m)
 
             def finish(a, b):
-                tmp = _workspace("bn_tmp", (min(b - a, max(1, BN_BLOCK_BYTES // max(1, c * xc.itemsize))), c),
-                                 xc.dtype)
-                for i, j in _row_blocks(a, b, c, xc.itemsize):
-                    np.multiply(xc[i:j], coef_x, out=out[i:j])
-                    np.add(out[i:j], shift, out=out[i:j])
-                    np.multiply(grows[i:j], scale, out=tmp[:j - i])
-                    np.add(out[i:j], tmp[:j - i], out=out[i:j])
+                for i, j in _row_blocks(a, b, c, grows.itemsize):
+                    centered = _workspace("bn_centered", (j - i, c), rows.dtype)
+                    np.subtract(rows[i:j], mean, out=centered)
+                    np.multiply(centered, coef_x, out=centered)
+                    np.add(centered, shift, out=centered)
+                    np.multiply(grows[i:j], scale, out=out[i:j])
+                    np.add(out[i:j], centered, out=out[i:j])
         else:
             def finish(a, b):
                 np.multiply(grows[a:b], scale, out=out[a:b])
