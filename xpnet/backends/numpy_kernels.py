@@ -240,6 +240,17 @@ def _chunk(n, rows_per_image, row_elems, itemsize):
     return max(1, min(n, CHUNK_BYTES // max(1, rows_per_image * row_elems * itemsize)))
 
 
+def _column_sums(block):
+    """Column sums of a (rows, C) block as one BLAS GEMV (several times faster than sum(axis=0))."""
+    store = getattr(_local, "ones", None)
+    if store is None:
+        store = _local.ones = {}
+    ones = store.get(block.dtype)
+    if ones is None or ones.shape[0] < block.shape[0]:
+        ones = store[block.dtype] = np.ones(block.shape[0], dtype=block.dtype)
+    return np.matmul(ones[:block.shape[0]], block)
+
+
 def _im2col(patches, n0, n1, name):
     """The column matrix of images [n0, n1) as a (rows, kH*kW*C) matrix, copied into a workspace.
 
@@ -257,14 +268,18 @@ def _im2col(patches, n0, n1, name):
     return cols_t.reshape(kh * kw * c, (n1 - n0) * oh * ow).T
 
 
-def _conv_gemm(patches, wmat, out_rows, kernel, c, name):
-    """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat, a cache-sized batch chunk at a time."""
+def _conv_gemm(patches, wmat, out_rows, kernel, c, name, bias=None):
+    """out_rows[(n, p, q), :] = patches[n, p, q].ravel() @ wmat (+ bias), a cache-sized batch chunk at a
+    time; the bias is added to each chunk while it is still in cache."""
     n, oh, ow = patches.shape[:3]
     kc = kernel[0] * kernel[1] * c
     nb = _chunk(n, oh * ow, kc, patches.itemsize)
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
-        np.matmul(_im2col(patches, n0, n1, name), wmat, out=out_rows[n0 * oh * ow:n1 * oh * ow])
+        out = out_rows[n0 * oh * ow:n1 * oh * ow]
+        np.matmul(_im2col(patches, n0, n1, name), wmat, out=out)
+        if bias is not None:
+            np.add(out, bias, out=out)
 
 
 def _framed_part(src, padding, n0, n1, shared):
@@ -312,13 +327,12 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
         for gi in range(groups):
             patches = _patches(xpad[..., gi * cg:(gi + 1) * cg], (kh, kw), stride, dilation, (oh, ow))
             if groups == 1:
-                _conv_gemm(patches, wmats[0], part_rows, (kh, kw), cg, "conv_cols")
+                _conv_gemm(patches, wmats[0], part_rows, (kh, kw), cg, "conv_cols", bias=b)
             else:
                 out = _workspace("conv_group_out", ((n1 - n0) * oh * ow, og), x.dtype)
-                _conv_gemm(patches, wmats[gi], out, (kh, kw), cg, "conv_cols")
+                _conv_gemm(patches, wmats[gi], out, (kh, kw), cg, "conv_cols",
+                           bias=None if b is None else b[gi * og:(gi + 1) * og])
                 part_rows[:, gi * og:(gi + 1) * og] = out
-        if b is not None:
-            np.add(part_rows, b, out=part_rows)
 
     _parallel(work, n, blas=True)
     return _nchw(y), saved
@@ -346,7 +360,7 @@ def conv2d_backward(g, saved, needs):
                       else _Col2ImInputGrad(grows, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups))
 
     def work(n0, n1):
-        db_part = grows[n0 * oh * ow:n1 * oh * ow].sum(axis=0) if need_b else None
+        db_part = _column_sums(grows[n0 * oh * ow:n1 * oh * ow]) if need_b else None
         dw_parts = None
         if need_w:
             xpad = _framed_part(xh, padding, n0, n1, shared_x)
@@ -647,17 +661,6 @@ def _sum_partials(parts):
     for p in parts[1:]:
         total = total + p
     return total
-
-
-def _column_sums(block):
-    """Column sums of a (rows, C) block as one BLAS GEMV (several times faster than sum(axis=0))."""
-    store = getattr(_local, "ones", None)
-    if store is None:
-        store = _local.ones = {}
-    ones = store.get(block.dtype)
-    if ones is None or ones.shape[0] < block.shape[0]:
-        ones = store[block.dtype] = np.ones(block.shape[0], dtype=block.dtype)
-    return np.matmul(ones[:block.shape[0]], block)
 
 
 def _block_moments(rows, a, b):
