@@ -52,7 +52,7 @@ from . import autodiff  # noqa: F401
 
 bool = bool_  # noqa: A001  -- xpnet.bool names the boolean dtype, as torch.bool does
 
-_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda")
+_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda", "amp")
 
 
 def __getattr__(name):

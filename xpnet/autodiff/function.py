@@ -22,6 +22,14 @@ Tensor = None  # xpnet.autodiff.tensor sets this on import (the two modules need
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
+# mixed precision (xpnet.amp.autocast): the low float dtype name, or None outside autocast
+_autocast_dtype: contextvars.ContextVar = contextvars.ContextVar("xpnet_autocast", default=None)
+
+
+def is_autocast_enabled() -> bool:
+    """True inside ``xpnet.amp.autocast``: layers then accept low-precision inputs to float32
+    weights, since the autocast Functions cast both sides to one dtype."""
+    return _autocast_dtype.get() is not None
 
 
 def is_grad_enabled() -> bool:
@@ -125,8 +133,17 @@ class Function:
 
     jvp = None  # optional: jvp(ctx, *tangents) -> output tangent(s)
 
+    # autocast policy (see xpnet.amp): None = run in the inputs' dtypes, "low" = cast floating
+    # Tensor inputs to the autocast dtype (GEMM-heavy ops), "float32" = cast them up to float32
+    # (reductions, normalisation, losses). The casts are recorded, so gradients reach float32 weights.
+    autocast = None
+
     @classmethod
     def apply(cls, *args, **config):
+        if cls.autocast is not None:
+            low = _autocast_dtype.get()
+            if low is not None:
+                args = _autocast_args(args, low if cls.autocast == "low" else "float32")
         n = len(args)
         raw = list(args)
         tensor_inputs = [None] * n
@@ -211,6 +228,19 @@ def _named(exc, op):
 
 
 _RENAMEABLE = frozenset((ValueError, TypeError, IndexError, RuntimeError))
+
+
+def _autocast_args(args, target):
+    from ..backends import dtype_name, is_float_dtype
+    from .ops import astype
+    from .tensor import Tensor
+
+    out = []
+    for a in args:
+        if isinstance(a, Tensor) and is_float_dtype(a.data.dtype) and dtype_name(a.data.dtype) != target:
+            a = astype(a, target)
+        out.append(a)
+    return tuple(out)
 
 
 def _topological_order(root_node):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...autodiff.function import Function
+from ...autodiff.function import Function, is_autocast_enabled
 from ...autodiff.ops.shape import flatten as _flatten
 from ...backends import dtype_name
 from ._arrays import as_input, namespace, raw, shape_text
@@ -57,7 +57,7 @@ def check_linear_input(x, w, b, where: str) -> None:
     in_features = wa.shape[1]
     if xa.ndim < 1 or xa.shape[-1] != in_features:
         raise ValueError(f"{where}: expected input (..., {in_features}), got {shape_text(xa.shape)}")
-    if dtype_name(xa.dtype) != dtype_name(wa.dtype):
+    if dtype_name(xa.dtype) != dtype_name(wa.dtype) and not is_autocast_enabled():
         raise TypeError(
             f"{where}: input dtype {dtype_name(xa.dtype)} does not match weight dtype {dtype_name(wa.dtype)}; "
             "cast the input (x.float() / x.double()) or the layer (.float() / .double()) explicitly"
