@@ -14,7 +14,7 @@ live here too and are used by the pooling functions.
 
 from __future__ import annotations
 
-from ...autodiff.function import Function
+from ...autodiff.function import Function, is_autocast_enabled
 from ...backends import backend_of, dtype_name
 from ._arrays import as_input, namespace, raw, shape_text
 
@@ -245,7 +245,7 @@ def check_conv2d_input(x, w, b, groups, where: str, in_channels=None):
         raise ValueError(f"{where}: expected input {expected}, got {shape_text(xa.shape)}")
     if wa.shape[0] % groups != 0:
         raise ValueError(f"{where}: out_channels {wa.shape[0]} is not divisible by groups={groups}")
-    if xa.dtype != wa.dtype:
+    if xa.dtype != wa.dtype and not is_autocast_enabled():  # autocast casts both to one dtype
         raise TypeError(f"{where}: input dtype {dtype_name(xa.dtype)} does not match weight dtype "
                         f"{dtype_name(wa.dtype)}; cast one explicitly (x.float() / model.double()) - "
                         "xpnet never upcasts silently")
@@ -253,7 +253,7 @@ def check_conv2d_input(x, w, b, groups, where: str, in_channels=None):
         ba = raw(b)
         if tuple(ba.shape) != (wa.shape[0],):
             raise ValueError(f"{where}: bias must have shape ({wa.shape[0]},), got {shape_text(ba.shape)}")
-        if ba.dtype != wa.dtype:
+        if ba.dtype != wa.dtype and not is_autocast_enabled():
             raise TypeError(f"{where}: bias dtype {dtype_name(ba.dtype)} does not match weight dtype "
                             f"{dtype_name(wa.dtype)}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ...autodiff.function import Function
+from ...autodiff.function import Function, is_autocast_enabled
 from ...autodiff.tensor import Tensor
 from ...backends import backend_of, dtype_name
 from ._arrays import as_input, namespace, raw, require_float, shape_text
@@ -134,7 +134,7 @@ def _check_channel_vector(v, c, where, what, ref):
     va = raw(v)
     if tuple(va.shape) != (c,):
         raise ValueError(f"{where}: {what} must have shape ({c},), got {shape_text(va.shape)}")
-    if va.dtype != raw(ref).dtype and what in ("weight", "bias"):
+    if va.dtype != raw(ref).dtype and what in ("weight", "bias") and not is_autocast_enabled():
         raise TypeError(f"{where}: input dtype {dtype_name(raw(ref).dtype)} does not match {what} dtype "
                         f"{dtype_name(va.dtype)}; cast one explicitly (x.float() / model.double()) - xpnet never "
                         "upcasts silently")
@@ -161,8 +161,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not training and (running_mean is None or running_var is None):
         raise ValueError(f"{where}: eval mode (training=False) needs running_mean and running_var")
     stats = [] if training and running_mean is not None else None
-    mean = None if training else _stat_array(running_mean, xa)
-    var = None if training else _stat_array(running_var, xa)
+    # under autocast the Function runs in float32 (see xpnet.amp); the statistics must match it
+    compute_dtype = namespace(xa).float32 if is_autocast_enabled() else xa.dtype
+    mean = None if training else _stat_array(running_mean, compute_dtype)
+    var = None if training else _stat_array(running_var, compute_dtype)
     y = BatchNormFunction.apply(input, weight, bias, mean=mean, var=var, training=bool(training), eps=float(eps),
                                 stats=stats)
     if stats:
@@ -174,10 +176,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
-def _stat_array(v, ref):
+def _stat_array(v, dtype):
     a = raw(v)
-    if a.dtype != ref.dtype:
-        a = namespace(a).astype(a, ref.dtype)
+    if a.dtype != dtype:
+        a = namespace(a).astype(a, dtype)
     return a
 
 
