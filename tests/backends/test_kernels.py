@@ -175,10 +175,26 @@ def test_batch_norm_fast_equals_generic(rng, shape, channels_last, training, aff
             _close(a, b, dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("size,beta", [(5, 0.75), (2, 0.5), (3, 1.0), (4, 0.6), (1, 0.75)])
+@pytest.mark.parametrize("shape,channels_last", [((3, 7, 4, 5), True), ((3, 7, 4, 5), False), ((4, 6, 9), False)],
+                         ids=["NHWC", "NCHW", "NCL"])
+def test_local_response_norm_fast_equals_generic(rng, size, beta, shape, channels_last, dtype):
+    x = rng.standard_normal(shape).astype(dtype) * 3
+    if channels_last:
+        x = _layout(x, True)
+    yf, sf = nk.local_response_norm_forward(x, size, 0.5, beta, 1.5)
+    yg, sg = norm_mod.lrn_forward_generic(x, size, 0.5, beta, 1.5)
+    _close(yf, yg, dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    _close(nk.local_response_norm_backward(g, sf), norm_mod.lrn_backward_generic(g, sg), dtype)
+
+
 def test_numpy_backend_uses_registered_kernels():
     backend = xpnet.get_backend("numpy")
     for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-                 "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward"):
+                 "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward",
+                 "local_response_norm_forward", "local_response_norm_backward"):
         assert backend.kernel(name) is getattr(nk, name)
     assert xpnet.get_backend("array_api_strict").kernel("conv2d_forward") is None
 

@@ -212,6 +212,22 @@ def test_local_response_norm_matches_torch(backend, rng, size, shape):
     assert_close(x.grad, xr.grad)
 
 
+@pytest.mark.parametrize("beta", [0.5, 1.0, 0.6, 2.0])
+def test_local_response_norm_betas_match_torch(backend, rng, beta):
+    # 0.75, 0.5 and 1 take square-root shortcuts for D^(-beta); any other beta the power function
+    torch = pytest.importorskip("torch")
+    x_host = rng.standard_normal((2, 6, 3, 4)) * 3
+    x = tensor(backend, x_host)
+    y = F.local_response_norm(x, 3, alpha=0.3, beta=beta, k=1.2)
+    xr = torch_tensor(torch, x_host)
+    yr = torch.nn.functional.local_response_norm(xr, 3, alpha=0.3, beta=beta, k=1.2)
+    assert_close(y, yr)
+    g = rng.standard_normal(x_host.shape)
+    y.backward(arr(backend, g))
+    yr.backward(torch.from_numpy(g))
+    assert_close(x.grad, xr.grad)
+
+
 def test_local_response_norm_defaults_gradcheck_and_jvp(backend, rng):
     torch = pytest.importorskip("torch")
     x_host = rng.standard_normal((2, 6, 3, 3)) * 10

@@ -769,3 +769,85 @@ def batch_norm_backward(g, saved, needs):
         _parallel(finish, m)
         dx = _from_channels_last(out, shape)
     return dx, (sum_gx if need_gamma else None), (sum_g if need_beta else None)
+
+
+# -- local response norm ------------------------------------------------------------------------
+def _lrn_power(d, beta, out):
+    """out = d^(-beta), by square roots for AlexNet's 0.75 (and 0.5, 1): pow is several times slower."""
+    if beta == 0.75:
+        np.sqrt(d, out=out)
+        root = _workspace("lrn_root", d.shape, d.dtype)
+        np.sqrt(out, out=root)
+        np.multiply(out, root, out=out)
+        np.reciprocal(out, out=out)
+    elif beta == 0.5:
+        np.sqrt(d, out=out)
+        np.reciprocal(out, out=out)
+    elif beta == 1.0:
+        np.reciprocal(d, out=out)
+    else:
+        np.power(d, d.dtype.type(-beta), out=out)
+
+
+def _window_sum_rows(src, before, after, out, name):
+    """out[:, c] = sum_{c' = c - before}^{c + after} src[:, c'] over the channel (last) axis of a row
+    block, zero outside the channels: a zero-framed copy, then one shifted add per window position."""
+    rows, c = src.shape
+    framed = _workspace(name, (rows, c + before + after), src.dtype)
+    framed[:, :before] = 0
+    framed[:, before + c:] = 0
+    framed[:, before:before + c] = src
+    np.copyto(out, framed[:, 0:c])
+    for t in range(1, before + after + 1):
+        np.add(out, framed[:, t:t + c], out=out)
+
+
+@register_kernel("numpy", "local_response_norm_forward")
+def local_response_norm_forward(x, size, alpha, beta, k):
+    """LRN on the channels-last (M, C) matrix in row blocks over the workers: the channel window is a
+    contiguous run of each row. Saves x, D^(-beta) and D^(-beta-1) (see LocalResponseNormFunction)."""
+    rows = _channels_last(x)
+    m, c = rows.shape
+    dt = x.dtype.type
+    lo, hi = size // 2, (size - 1) // 2
+    y, scale, scale_over_d = np.empty_like(rows), np.empty_like(rows), np.empty_like(rows)
+
+    def work(a, b):
+        for i, j in _row_blocks(a, b, c + size, rows.itemsize):
+            d = _workspace("lrn_d", (j - i, c), rows.dtype)
+            sq = _workspace("lrn_sq", (j - i, c), rows.dtype)
+            np.multiply(rows[i:j], rows[i:j], out=sq)
+            _window_sum_rows(sq, lo, hi, d, "lrn_framed")
+            np.multiply(d, dt(alpha / size), out=d)
+            np.add(d, dt(k), out=d)
+            _lrn_power(d, beta, scale[i:j])
+            np.divide(scale[i:j], d, out=scale_over_d[i:j])
+            np.multiply(rows[i:j], scale[i:j], out=y[i:j])
+
+    _parallel(work, m)
+    saved = (rows, scale, scale_over_d, (size, alpha, beta, lo, hi), x.shape)
+    return _from_channels_last(y, x.shape), saved
+
+
+@register_kernel("numpy", "local_response_norm_backward")
+def local_response_norm_backward(g, saved):
+    rows, scale, scale_over_d, (size, alpha, beta, lo, hi), shape = saved
+    grows = _channels_last(g)
+    m, c = grows.shape
+    coef = g.dtype.type(2.0 * alpha * beta / size)
+    dx = np.empty_like(grows)
+
+    def work(a, b):
+        for i, j in _row_blocks(a, b, c + size, grows.itemsize):
+            u = _workspace("lrn_u", (j - i, c), grows.dtype)
+            back = _workspace("lrn_back", (j - i, c), grows.dtype)
+            np.multiply(grows[i:j], rows[i:j], out=u)
+            np.multiply(u, scale_over_d[i:j], out=u)
+            _window_sum_rows(u, hi, lo, back, "lrn_framed")
+            np.multiply(back, rows[i:j], out=back)
+            np.multiply(back, coef, out=back)
+            np.multiply(grows[i:j], scale[i:j], out=dx[i:j])
+            np.subtract(dx[i:j], back, out=dx[i:j])
+
+    _parallel(work, m)
+    return _from_channels_last(dx, shape)
