@@ -1,20 +1,23 @@
-"""NumPy fast paths for convolution, pooling and batch norm (registered as ``("numpy", name)``).
+"""NumPy fast paths for convolution, pooling, batch norm and LRN (registered as ``("numpy", name)``).
 
 Each kernel has the contract of the generic Array-API code in ``xpnet/nn/functional`` (see the
-docstrings there) and is tested equal to it. What makes them fast on a CPU:
+docstrings there) and is tested equal to it (tests/backends/test_kernels.py). What makes them fast
+on a CPU:
 
 * NHWC inside. Arrays keep the NCHW shape at the interface, but the outputs made here live in
   NHWC memory (an NCHW view of an NHWC buffer). Elementwise ops (ReLU, ...) keep that layout, so
-  the next layer gets its channels-last view for free: the im2col column matrix for a kernel offset
-  row is then one contiguous run of kW*C values, and the GEMM output is the next NHWC activation.
+  the next layer gets its channels-last view for free: a receptive-field row of the im2col column
+  matrix is then one contiguous run of kW*C values, and the GEMM output is the next NHWC activation.
 * im2col by ``as_strided`` into a reused, cache-sized workspace, a batch chunk at a time, followed
   by one sgemm per chunk; the column matrix is never saved (backward rebuilds it), which keeps peak
-  memory near the activations themselves.
+  memory near the activations themselves. Few-channel inputs build the transposed matrix instead.
 * The input gradient of a stride-1 convolution is itself a convolution (of the zero-framed output
   gradient with the flipped, transposed kernel): again im2col + sgemm, no scatter. Strided
   convolutions fold the column gradient back by one slice-add per kernel offset (col2im).
-* Max pooling saves the argmax offset as uint8; backward routes each gradient with one masked copy
-  per kernel offset. Batch norm saves x_hat and runs the closed-form backward in three passes.
+* Max pooling keeps the argmax offset as uint8, branch-free (masked NumPy operations are several
+  times slower on the random masks pooling makes); backward routes the gradient with one masked
+  multiply per offset. Batch norm and LRN work on the (M, C) channels-last matrix in cache-sized
+  row blocks: batch norm needs one pass for its statistics and one for the output.
 * Batch-parallel: each kernel splits the batch (or the rows) over ``NUM_WORKERS`` threads (the CPUs
   this process may use, or ``XPNET_NUM_THREADS``); NumPy releases the GIL in copies, ufuncs and GEMMs.
   While they run, OpenBLAS is pinned to one thread per call, so every core runs its own im2col + GEMM

@@ -14,6 +14,7 @@ live here too and are used by the pooling functions.
 
 from __future__ import annotations
 
+from ...autodiff import function as _function
 from ...autodiff.function import Function, is_autocast_enabled
 from ...backends import backend_of, dtype_name
 from ._arrays import as_input, namespace, raw, shape_text
@@ -162,6 +163,11 @@ def _kernel(x, name):
     return backend_of(x).kernel(name)
 
 
+def forward_mode_active() -> bool:
+    """True while ``xpnet.autodiff.jvp`` runs: only then do the jvp rules need the forward's inputs."""
+    return bool(_function._forward_mode.get())
+
+
 class Convolution2d(Function):
     """y = conv2d(x, W) + b, NCHW: x (N, C, H, W), W (O, C/G, kH, kW), b (O,) or None, G groups.
 
@@ -190,7 +196,8 @@ class Convolution2d(Function):
         ctx.saved = saved
         ctx.unbatched = unbatched
         ctx.has_bias = b is not None
-        ctx.inputs = (x, w)  # for the forward-mode rule only; the context is dropped after backward
+        if forward_mode_active():  # the jvp rule needs the inputs; otherwise do not keep them alive
+            ctx.inputs = (x, w)
         ctx.config = (stride, padding, dilation, groups)
         return y[0, ...] if unbatched else y
 

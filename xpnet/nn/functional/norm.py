@@ -1,10 +1,12 @@
 """Batch normalization and local response normalization, each one Function with a closed-form backward.
 
-Generic Array-API code; a backend may register faster batch-norm kernels with this contract,
-tested equal to the generic one:
+Generic Array-API code; a backend may register faster kernels with these contracts, tested equal
+to the generic ones:
 
     batch_norm_forward(x, gamma, beta, mean, var, training, eps) -> (y, saved, batch_mean, batch_var)
     batch_norm_backward(g, saved, needs) -> (dx, dgamma, dbeta)       needs = (x, gamma, beta)
+    local_response_norm_forward(x, size, alpha, beta, k) -> (y, saved)
+    local_response_norm_backward(g, saved) -> dx
 
 ``batch_mean``/``batch_var`` are the biased batch statistics in training mode, None in eval mode.
 """
@@ -17,6 +19,7 @@ from ...autodiff.function import Function, is_autocast_enabled
 from ...autodiff.tensor import Tensor
 from ...backends import backend_of, dtype_name
 from ._arrays import as_input, namespace, raw, require_float, shape_text
+from .conv import forward_mode_active
 
 __all__ = ["batch_norm", "local_response_norm", "BatchNormFunction", "LocalResponseNormFunction",
            "batch_norm_forward_generic", "batch_norm_backward_generic", "lrn_forward_generic",
@@ -82,7 +85,8 @@ class BatchNormFunction(Function):
         run = fast if fast is not None else batch_norm_forward_generic
         y, ctx.saved, batch_mean, batch_var = run(x, gamma, beta, mean, var, training, eps)
         ctx.affine = (gamma is not None, beta is not None)
-        ctx.inputs = (x, gamma, mean, var, training, eps)  # for the forward-mode rule only
+        if forward_mode_active():  # the jvp rule needs the inputs; otherwise do not keep them alive
+            ctx.inputs = (x, gamma, mean, var, training, eps)
         if stats is not None and training:
             stats.append((batch_mean, batch_var))
         return y
@@ -229,7 +233,8 @@ class LocalResponseNormFunction(Function):
     def forward(ctx, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
         fast = backend_of(x).kernel("local_response_norm_forward")
         y, ctx.saved = (fast or lrn_forward_generic)(x, size, alpha, beta, k)
-        ctx.inputs = (x, size, alpha, beta, k)  # for the forward-mode rule only
+        if forward_mode_active():
+            ctx.inputs = (x, size, alpha, beta, k)
         return y
 
     @staticmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ...autodiff.function import Function
 from ...backends import backend_of
 from ._arrays import as_input, namespace, raw, require_float, shape_text
-from .conv import conv2d_output_size, normalize_pair
+from .conv import conv2d_output_size, forward_mode_active, normalize_pair
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "MaxPool2dFunction", "AvgPool2dFunction",
            "AdaptiveAvgPool2dFunction", "max_pool2d_forward_generic", "max_pool2d_backward_generic",
@@ -131,7 +131,8 @@ class MaxPool2dFunction(Function):
         fast = backend_of(x).kernel("max_pool2d_forward")
         run = fast if fast is not None else max_pool2d_forward_generic
         y, ctx.saved = run(x, kernel, stride, padding, dilation, out_hw)
-        ctx.x = x  # for the forward-mode rule only
+        if forward_mode_active():  # the jvp rule needs the input; otherwise do not keep it alive
+            ctx.x = x
         ctx.config = (kernel, stride, padding, dilation, out_hw)
         return y[0, ...] if ctx.unbatched else y
 
