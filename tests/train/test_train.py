@@ -157,3 +157,52 @@ def test_cli_user_errors_are_short(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = _run_cli("train", "--model", "vgg16", "--epochs", "1", "--limit-batches", "1", cwd=tmp_path)
     assert proc.returncode == 2 and "vgg16" in proc.stderr and "(1, 28, 28)" in proc.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path):
+    model, opt, sched, loader = _setup()
+    calls = {"n": 0}
+    base = nn.CrossEntropyLoss()
+
+    def interrupting_loss(out, y):
+        calls["n"] += 1
+        if calls["n"] == 12:  # during the second epoch (8 batches per epoch)
+            raise KeyboardInterrupt
+        return base(out, y)
+
+    history = fit(model, loader, None, opt, interrupting_loss, epochs=3, checkpoint_dir=str(tmp_path), progress=False)
+    assert history.interrupted and history["epoch"] == [0]
+    header, _ = read_checkpoint(tmp_path / "interrupted.safetensors")
+    assert header["epoch"] == 1
+    restored = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+    load_checkpoint(tmp_path / "interrupted.safetensors", restored)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(to_np(restored.state_dict()[k]), to_np(v))
+
+
+def test_snapshot_ensemble_averages_cycle_end_weights(backend):
+    from xpnet.train import SnapshotEnsemble, ensemble_predict, predict
+
+    model, opt, _, loader = _setup(dropout=0.0)
+    sched = optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2)
+    snaps = SnapshotEnsemble(cycle_length=2)
+    fit(model, loader, None, opt, nn.CrossEntropyLoss(), epochs=6, scheduler=sched, callbacks=[snaps], progress=False)
+    assert len(snaps.snapshots) == 3
+    final = {k: to_np(v).copy() for k, v in model.state_dict().items()}
+    for k in final:  # the last snapshot is the final state (epoch 6 ends a cycle)
+        np.testing.assert_array_equal(snaps.snapshots[-1][k], final[k])
+    x, y = _blobs()
+    ordered = data.DataLoader(data.TensorDataset(x, y), batch_size=64)
+    probs, targets = ensemble_predict(model, snaps.snapshots, ordered)
+    members = []
+    for state in snaps.snapshots:
+        model.load_state_dict(state)
+        members.append(to_np(predict(model, ordered)[0]))
+    model.load_state_dict(final)
+    np.testing.assert_allclose(to_np(probs), np.mean(members, axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(to_np(probs).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(to_np(targets), y)
+    # a shuffling loader is rewound for each snapshot, so rows still line up with their targets
+    shuffled_probs, shuffled_targets = ensemble_predict(model, snaps.snapshots, loader)
+    ordered_hits = (to_np(probs).argmax(1) == y).sum()
+    assert (to_np(shuffled_probs).argmax(1) == to_np(shuffled_targets)).sum() == ordered_hits

@@ -94,11 +94,18 @@ def predict(model, loader, probabilities=True):
 
 def ensemble_predict(model, snapshots, loader):
     """Average the softmax outputs of each snapshot state over ``loader`` (snapshot ensembles).
-    The model's own weights are restored afterwards. Returns (mean probabilities, targets)."""
+
+    Every snapshot sees the same epoch of the loader (a shuffling loader is rewound with
+    ``set_epoch``), so the rows line up. The model's own weights are restored afterwards.
+    Returns (mean probabilities, targets).
+    """
     original = copy_state(model)
+    epoch = getattr(loader, "epoch", None)
     total, targets = None, None
     try:
         for state in snapshots:
+            if epoch is not None and hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
             model.load_state_dict(state)
             probs, targets = predict(model, loader)
             total = probs if total is None else total + probs
