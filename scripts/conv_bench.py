@@ -43,7 +43,8 @@ def _case(kind, c, o, h, batch, rng):
         return (lambda: F.max_pool2d(x, 2)), (lambda: TF.max_pool2d(xt, 2))
     gamma, beta = (xpnet.Tensor(np.full(c, v, np.float32), requires_grad=True) for v in (1.0, 0.0))
     rm, rv = xpnet.Tensor(np.zeros(c, np.float32)), xpnet.Tensor(np.ones(c, np.float32))
-    gt, btt, rmt, rvt = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True), torch.zeros(c), torch.ones(c)
+    gt, btt = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    rmt, rvt = torch.zeros(c), torch.ones(c)
     return ((lambda: F.batch_norm(x, rm, rv, gamma, beta, training=True)),
             (lambda: TF.batch_norm(xt, rmt, rvt, gt, btt, training=True)))
 
@@ -75,8 +76,9 @@ def run(reps=7, batch=64, stream=print):
         totals[0] += best[1]
         totals[1] += best[3]
         rows.append((kind, c, o, h, best))
-        stream(f"{kind:4s} {c:3d}->{o:3d} @{h:2d}x{h:<2d}  xpnet fwd {best[0] * 1e3:6.1f} fwd+bwd {best[1] * 1e3:6.1f} ms"
-               f"  | torch fwd {best[2] * 1e3:6.1f} fwd+bwd {best[3] * 1e3:6.1f} ms  | ratio {best[3] / best[1]:.2f}")
+        stream(f"{kind:4s} {c:3d}->{o:3d} @{h:2d}x{h:<2d}  xpnet fwd {best[0] * 1e3:6.1f} "
+               f"fwd+bwd {best[1] * 1e3:6.1f} ms  | torch fwd {best[2] * 1e3:6.1f} "
+               f"fwd+bwd {best[3] * 1e3:6.1f} ms  | ratio {best[3] / best[1]:.2f}")
     stream(f"sum of fwd+bwd: xpnet {totals[0] * 1e3:.0f} ms, torch {totals[1] * 1e3:.0f} ms, "
            f"ratio {totals[1] / totals[0]:.2f}")
     return rows
@@ -90,8 +92,9 @@ def main(argv=None):
     import torch
 
     import xpnet
+    from xpnet.backends import numpy_kernels
 
-    print(f"xpnet {xpnet.__version__} (numpy kernels, {__import__('xpnet.backends.numpy_kernels').backends.numpy_kernels.NUM_WORKERS} "
+    print(f"xpnet {xpnet.__version__} (numpy kernels, {numpy_kernels.NUM_WORKERS} "
           f"workers) vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads), batch {args.batch}")
     run(args.reps, args.batch)
     return 0

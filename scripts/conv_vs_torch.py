@@ -44,13 +44,15 @@ def _pairs(torch):
         ("BatchNorm2d train", lambda: nn.BatchNorm2d(4), lambda: tnn.BatchNorm2d(4), (3, 4, 5, 6)),
         ("BatchNorm1d train", lambda: nn.BatchNorm1d(4), lambda: tnn.BatchNorm1d(4), (7, 4)),
         ("BatchNorm2d eval", lambda: nn.BatchNorm2d(4).eval(), lambda: tnn.BatchNorm2d(4).eval(), (3, 4, 5, 6)),
-        ("LocalResponseNorm(5)", lambda: nn.LocalResponseNorm(5, alpha=0.5), lambda: tnn.LocalResponseNorm(5, alpha=0.5),
-         (2, 7, 4, 4)),
+        ("LocalResponseNorm(5)", lambda: nn.LocalResponseNorm(5, alpha=0.5),
+         lambda: tnn.LocalResponseNorm(5, alpha=0.5), (2, 7, 4, 4)),
     ]
 
 
 def _max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))) if np.size(a) else 0.0
+    if not np.size(a):
+        return 0.0
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
 def measure(backend_name, dtype, seed=0):

@@ -137,7 +137,8 @@ def test_without_running_stats_and_affine(backend, rng):
 def test_batch_norm_state_dict_and_repr(backend):
     layer = nn.BatchNorm2d(8)
     assert list(layer.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-    assert np.array_equal(to_np(layer.running_var), np.ones(8)) and np.array_equal(to_np(layer.running_mean), np.zeros(8))
+    assert np.array_equal(to_np(layer.running_var), np.ones(8))
+    assert np.array_equal(to_np(layer.running_mean), np.zeros(8))
     assert xpnet.int64 == layer.num_batches_tracked.dtype and layer.num_batches_tracked.shape == ()
     assert repr(layer) == "BatchNorm2d(8, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
     assert repr(nn.BatchNorm1d(3, momentum=None)) == \
@@ -177,7 +178,8 @@ def test_batch_norm_jvp_matches_vjp(backend, rng, training):
 def test_batch_norm_errors(backend):
     with pytest.raises(ValueError, match=r"BatchNorm2d\(8\): expected input \(N, 8, H, W\), got \(2, 4, 3, 3\)"):
         nn.BatchNorm2d(8)(xpnet.zeros((2, 4, 3, 3)))
-    with pytest.raises(ValueError, match=r"BatchNorm1d\(4\): expected input \(N, 4\) or \(N, 4, L\), got \(2, 4, 3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"BatchNorm1d\(4\): expected input \(N, 4\) or \(N, 4, L\), got \(2, 4, 3, 3\)"):
         nn.BatchNorm1d(4)(xpnet.zeros((2, 4, 3, 3)))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         nn.BatchNorm1d(4)(xpnet.zeros((1, 4)))

@@ -77,7 +77,8 @@ class _BlasThreads:
     @staticmethod
     def _candidates():
         base = os.path.dirname(np.__file__)
-        paths = glob.glob(os.path.join(base + ".libs", "*openblas*")) + glob.glob(os.path.join(base, ".dylibs", "*openblas*"))
+        paths = (glob.glob(os.path.join(base + ".libs", "*openblas*"))
+                 + glob.glob(os.path.join(base, ".dylibs", "*openblas*")))
         try:  # a NumPy linked against the system's OpenBLAS
             with open("/proc/self/maps") as maps:
                 mapped = {line.split()[-1] for line in maps if "openblas" in line.lower()}
