@@ -234,9 +234,9 @@ def test_kernels_work_in_a_forked_child(rng):
 
 
 def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(rng):
-    # per-block centering and Chan's merge: no catastrophic cancellation when |mean| >> std
+    # per-block shifting and Chan's merge: no cancellation when |mean| >> std (E[x^2] - E[x]^2 is off by 3e5 here)
     x = (rng.standard_normal((64, 8, 8, 16)) * 0.01 + 1000.0).astype("float32").transpose(0, 3, 1, 2)
     _, _, mean, var = nk.batch_norm_forward(x, None, None, None, None, True, 1e-5)
     exact = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1).reshape(-1, 16)
     np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(var, exact.var(0), rtol=1e-3)
+    np.testing.assert_allclose(var, exact.var(0), rtol=2e-4)  # the generic float32 two-pass: ~7e-4

@@ -147,12 +147,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _parallel(fn, n: int, blas: bool = False):
+# a part smaller than this many array elements is not worth a thread hand-off (tens of microseconds)
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _parallel(fn, n: int, blas: bool = False, elements: int | None = None):
     """[fn(start, stop) for contiguous parts of range(n)], the parts run on NUM_WORKERS threads (the
     caller runs the first). NumPy releases the GIL in copies, ufuncs and GEMMs, so the parts truly
     overlap. ``blas``: fn calls GEMMs, which then run single-threaded; without a way to pin the BLAS
-    to one thread such work runs serially instead."""
+    to one thread such work runs serially instead. ``elements``: the size of the whole job, which
+    caps the number of parts so that small jobs stay on the calling thread."""
     parts = min(NUM_WORKERS, n)
+    if elements is not None:
+        parts = min(parts, max(1, elements // PARALLEL_MIN_ELEMENTS))
     if parts <= 1 or getattr(_local, "in_worker", False) or (blas and not _blas.available):
         return [fn(0, n)]
     bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
@@ -173,12 +180,18 @@ def _parallel(fn, n: int, blas: bool = False):
     return [first] + results
 
 
+_stores: list = []  # every thread's workspace dict, for release_workspaces
+_stores_lock = threading.Lock()
+
+
 def _workspace(name: str, shape, dtype):
     """A scratch array of ``shape`` reused across calls (one per thread and name); never returned
     to a caller, only filled and consumed inside one kernel call."""
     store = getattr(_local, "buffers", None)
     if store is None:
         store = _local.buffers = {}
+        with _stores_lock:
+            _stores.append(store)
     dtype = np.dtype(dtype)
     size = 1
     for s in shape:
@@ -192,8 +205,10 @@ def _workspace(name: str, shape, dtype):
 
 
 def release_workspaces() -> None:
-    """Drop this thread's scratch buffers (they are rebuilt on the next call)."""
-    _local.buffers = {}
+    """Drop the scratch buffers of every thread (they are rebuilt, at the sizes needed, on the next call)."""
+    with _stores_lock:
+        for store in _stores:
+            store.clear()
 
 
 def _nhwc(x):
@@ -338,7 +353,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
                            bias=None if b is None else b[gi * og:(gi + 1) * og])
                 part_rows[:, gi * og:(gi + 1) * og] = out
 
-    _parallel(work, n, blas=True)
+    _parallel(work, n, blas=True, elements=n * oh * ow * (kh * kw * cg + o))
     return _nchw(y), saved
 
 
@@ -387,7 +402,7 @@ def conv2d_backward(g, saved, needs):
             input_grad(n0, n1)
         return db_part, dw_parts
 
-    results = _parallel(work, n, blas=True)
+    results = _parallel(work, n, blas=True, elements=n * oh * ow * (kc + o))
     db = dw = None
     if need_b:
         db = results[0][0]
@@ -541,7 +556,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
         if not np.isfinite(np.add.reduce(y[n0:n1], axis=None)) and np.isnan(y[n0:n1]).any():
             _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=True)
 
-    _parallel(work, n)
+    _parallel(work, n, elements=x.size)
     saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp))
     return _nchw(y), saved
 
@@ -568,7 +583,7 @@ def max_pool2d_backward(g, saved):
                 np.multiply(part_g, hit, out=share)
                 np.add(v, share, out=v)
 
-    _parallel(work, n)
+    _parallel(work, n, elements=dx.size)
     (pt, _), (pl, _) = padding
     return _nchw(dx[:, pt:pt + h, pl:pl + w])
 
@@ -613,7 +628,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
             np.add(part, v, out=part)
         np.multiply(part, scale, out=part)
 
-    _parallel(work, n)
+    _parallel(work, n, elements=x.size)
     saved = (scale, x.shape, kernel, stride, padding, out_hw, (hp, wp))
     return _nchw(y), saved
 
@@ -629,7 +644,7 @@ def avg_pool2d_backward(g, saved):
         for v in _pool_views(dx[n0:n1], kernel, stride, (1, 1), out_hw):
             np.add(v, gs, out=v)
 
-    _parallel(work, n)
+    _parallel(work, n, elements=dx.size)
     (pt, _), (pl, _) = padding
     return _nchw(dx[:, pt:pt + h, pl:pl + w])
 
@@ -668,18 +683,25 @@ def _sum_partials(parts):
 
 
 def _block_moments(rows, a, b):
-    """(count, mean, M2) of rows [a, b), each cache-sized block centered on its own mean and the
-    blocks merged with Chan's update: one read of the rows from memory, no cancellation."""
+    """(count, mean, M2) of rows [a, b): one read of the rows from memory and no cancellation.
+
+    Each cache-sized block is shifted by its own first row (a sample of the data, so the shifted
+    values are of the order of the spread, not of the mean) before its sums are taken; the blocks
+    merge with Chan's update."""
     c = rows.shape[1]
+    dt = rows.dtype.type
     count, mean, m2 = 0, np.zeros(c, dtype=rows.dtype), np.zeros(c, dtype=rows.dtype)
     for i, j in _row_blocks(a, b, c, rows.itemsize):
         block = rows[i:j]
         k = j - i
-        bmean = _column_sums(block) / rows.dtype.type(k)
-        centered = _workspace("bn_centered", block.shape, rows.dtype)
-        np.subtract(block, bmean, out=centered)
-        bm2 = np.einsum("ij,ij->j", centered, centered)
-        mean, m2, count = _merge_moments(count, mean, m2, k, bmean, bm2)
+        shift = block[0].copy()
+        shifted = _workspace("bn_centered", block.shape, rows.dtype)
+        np.subtract(block, shift, out=shifted)
+        total = _column_sums(shifted)
+        squares = np.einsum("ij,ij->j", shifted, shifted)
+        mean_shifted = total / dt(k)
+        bm2 = np.maximum(squares - total * mean_shifted, dt(0))
+        mean, m2, count = _merge_moments(count, mean, m2, k, shift + mean_shifted, bm2)
     return count, mean, m2
 
 
@@ -708,7 +730,7 @@ def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     dt = x.dtype.type
     if training:
         count, mean, m2 = 0, None, None
-        for n2, mean2, m2_2 in _parallel(lambda a, b: _block_moments(rows, a, b), m, blas=True):
+        for n2, mean2, m2_2 in _parallel(lambda a, b: _block_moments(rows, a, b), m, blas=True, elements=rows.size):
             mean, m2, count = (mean2, m2_2, n2) if count == 0 else _merge_moments(count, mean, m2, n2, mean2, m2_2)
         var = m2 / dt(m)
     invstd = 1 / np.sqrt(var + dt(eps))
@@ -721,7 +743,7 @@ def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
             np.multiply(rows[i:j], scale, out=y[i:j])
             np.add(y[i:j], shift, out=y[i:j])
 
-    _parallel(finish, m)
+    _parallel(finish, m, elements=rows.size)
     saved = (rows, mean, invstd, gamma, training, x.shape)
     return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
 
@@ -747,7 +769,7 @@ def batch_norm_backward(g, saved, needs):
             sgx += np.einsum("ij,ij->j", grows[i:j], centered)
         return sg, sgx
 
-    parts = _parallel(sums, m, blas=True)
+    parts = _parallel(sums, m, blas=True, elements=grows.size)
     sum_g = _sum_partials([p[0] for p in parts])
     sum_gx = _sum_partials([p[1] for p in parts]) * invstd  # sum(g * x_hat)
     dx = None
@@ -770,7 +792,7 @@ def batch_norm_backward(g, saved, needs):
             def finish(a, b):
                 np.multiply(grows[a:b], scale, out=out[a:b])
 
-        _parallel(finish, m)
+        _parallel(finish, m, elements=grows.size)
         dx = _from_channels_last(out, shape)
     return dx, (sum_gx if need_gamma else None), (sum_g if need_beta else None)
 
@@ -828,7 +850,7 @@ def local_response_norm_forward(x, size, alpha, beta, k):
             np.divide(scale[i:j], d, out=scale_over_d[i:j])
             np.multiply(rows[i:j], scale[i:j], out=y[i:j])
 
-    _parallel(work, m)
+    _parallel(work, m, elements=rows.size * size)
     saved = (rows, scale, scale_over_d, (size, alpha, beta, lo, hi), x.shape)
     return _from_channels_last(y, x.shape), saved
 
@@ -853,5 +875,5 @@ def local_response_norm_backward(g, saved):
             np.multiply(grows[i:j], scale[i:j], out=dx[i:j])
             np.subtract(dx[i:j], back, out=dx[i:j])
 
-    _parallel(work, m)
+    _parallel(work, m, elements=grows.size * size)
     return _from_channels_last(dx, shape)
