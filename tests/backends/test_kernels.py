@@ -240,3 +240,16 @@ def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(rng):
     exact = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1).reshape(-1, 16)
     np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-6)
     np.testing.assert_allclose(var, exact.var(0), rtol=2e-4)  # the generic float32 two-pass: ~7e-4
+
+
+def test_release_workspaces_and_small_jobs(rng, monkeypatch):
+    x = rng.standard_normal((6, 4, 9, 9)).astype("float32")
+    w = rng.standard_normal((5, 4, 3, 3)).astype("float32")
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    parallel, _ = nk.conv2d_forward(x, w, None, *args)
+    assert any(store for store in nk._stores)
+    nk.release_workspaces()
+    assert not any(store for store in nk._stores)
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 1 << 40)  # every job now runs on the calling thread
+    serial, _ = nk.conv2d_forward(x, w, None, *args)
+    np.testing.assert_allclose(serial, parallel, rtol=1e-6, atol=1e-6)
