@@ -15,9 +15,22 @@ this module loads everywhere.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from .base import register_kernel
+
+
+def _on_array_device(fn):
+    """Run the kernel with its first argument's GPU as the current device: allocations and launches
+    then land where the data is, whichever device the caller had current."""
+
+    @functools.wraps(fn)
+    def wrapper(array, *args):
+        with array.device:
+            return fn(array, *args)
+
+    return wrapper
 
 _SOURCE = r"""
 template <typename T>
@@ -228,6 +241,7 @@ def _chunk(c, kernel, out_hw, itemsize, n):
 
 
 @register_kernel("cupy", "conv2d_forward")
+@_on_array_device
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """y (N, O, OH, OW): per batch chunk, im2col into (C*kH*kW, n*OH*OW), then one GEMM per group."""
     cupy = _cupy()
@@ -254,6 +268,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
 
 
 @register_kernel("cupy", "conv2d_backward")
+@_on_array_device
 def conv2d_backward(g, saved, needs):
     cupy = _cupy()
     xc, wc, (oh, ow), stride, padding, dilation, groups, dtype = saved
@@ -290,6 +305,7 @@ def conv2d_backward(g, saved, needs):
 
 
 @register_kernel("cupy", "max_pool2d_forward")
+@_on_array_device
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     cupy = _cupy()
     dtype = x.dtype
@@ -305,6 +321,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
 
 
 @register_kernel("cupy", "max_pool2d_backward")
+@_on_array_device
 def max_pool2d_backward(g, saved):
     cupy = _cupy()
     arg, (n, c, h, w), ct, dtype = saved
@@ -320,6 +337,7 @@ def _avg_args(h, w, kernel, stride, padding, out_hw, count_include_pad, divisor_
 
 
 @register_kernel("cupy", "avg_pool2d_forward")
+@_on_array_device
 def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override=None):
     cupy = _cupy()
     dtype = x.dtype
@@ -333,6 +351,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
 
 
 @register_kernel("cupy", "avg_pool2d_backward")
+@_on_array_device
 def avg_pool2d_backward(g, saved):
     cupy = _cupy()
     args, (n, c, h, w), out_hw, ct, dtype = saved
