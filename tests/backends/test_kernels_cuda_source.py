@@ -1,0 +1,188 @@
+"""The CuPy conv/pool kernels' CUDA source, checked on the CPU: ``cupy_kernels._SOURCE`` is compiled by
+g++ as C++ (one thread, one block: each grid-stride loop then covers every element), and the
+kernels' host code runs on NumPy arrays through a stand-in ``cupy`` module. The results must equal
+the generic Array-API code, as tests/backends/test_kernels_gpu.py checks on a real GPU.
+
+NumPy-only by nature (it emulates CuPy on the host), so it does not take the ``backend`` fixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import re
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from xpnet.backends import cupy_kernels as ck
+from xpnet.nn.functional import conv as conv_mod
+from xpnet.nn.functional import pool as pool_mod
+
+_PRELUDE = r"""
+#include <algorithm>
+#include <cmath>
+struct xp_dim3 { unsigned x, y, z; };
+static xp_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+#define __global__
+template <typename T> T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
+using std::min; using std::max;
+"""
+_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int}
+
+
+def _signatures(source):
+    """{kernel name: [C parameter types]} parsed from the template kernels of the source."""
+    sigs = {}
+    for name, params in re.findall(r"__global__ void (\w+)\((.*?)\)\s*\{", source, re.S):
+        sigs[name] = [re.sub(r"\s*\b\w+$", "", p.strip()).replace("__restrict__", "").strip()
+                      for p in params.split(",")]
+    return sigs
+
+
+@pytest.fixture(scope="module")
+def host_library(tmp_path_factory):
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is needed to compile the CUDA kernel source for the host")
+    sigs = _signatures(ck._SOURCE)
+    wrappers = []
+    for name, types_ in sigs.items():
+        for ctype in ("float", "double"):
+            concrete = [t.replace("T", ctype) if "T" in t.split() or "T*" in t else t for t in types_]
+            args = ", ".join(f"{t} a{i}" for i, t in enumerate(concrete))
+            call = ", ".join(f"a{i}" for i in range(len(concrete)))
+            wrappers.append(f'extern "C" void host_{name}_{ctype}({args}) {{ {name}<{ctype}>({call}); }}')
+    folder = tmp_path_factory.mktemp("cuda_host")
+    (folder / "kernels.cpp").write_text(_PRELUDE + ck._SOURCE + "\n" + "\n".join(wrappers) + "\n")
+    subprocess.run([compiler, "-O1", "-std=c++14", "-shared", "-fPIC", "-ffp-contract=off", "-o",
+                    str(folder / "kernels.so"), str(folder / "kernels.cpp")], check=True, capture_output=True)
+    return ctypes.CDLL(str(folder / "kernels.so")), sigs
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array with CuPy's ``with a.device:``."""
+
+    @property
+    def device(self):
+        return contextlib.nullcontext()
+
+
+def _fake_cupy(library, sigs):
+    class Function:
+        def __init__(self, expression):
+            self.name, ctype = re.match(r"(\w+)<(\w+)>", expression).groups()
+            self.fn = getattr(library, f"host_{self.name}_{ctype}")
+            self.types = sigs[self.name]
+
+        def __call__(self, grid, block, params):
+            assert len(params) == len(self.types), self.name
+            args = []
+            for value, ctype in zip(params, self.types):
+                if "*" in ctype:
+                    assert isinstance(value, np.ndarray) and value.flags.c_contiguous, self.name
+                    args.append(ctypes.c_void_p(value.ctypes.data))
+                else:
+                    assert isinstance(value, (np.int32, np.int64)), (self.name, type(value))
+                    args.append(_CTYPES[ctype](int(value)))
+            self.fn(*args)
+
+    class RawModule:
+        def __init__(self, code, options=(), name_expressions=()):
+            assert code == ck._SOURCE
+            self.expressions = set(name_expressions)
+
+        def get_function(self, expression):
+            assert expression in self.expressions, expression
+            return Function(expression)
+
+    def wrap(fn):
+        return lambda *a, **k: fn(*a, **k).view(DeviceArray)
+
+    cupy = types.ModuleType("cupy")
+    cupy.RawModule = RawModule
+    cupy.cuda = types.SimpleNamespace(Device=lambda *a: types.SimpleNamespace(id=0))
+    cupy.empty, cupy.zeros = wrap(np.empty), wrap(np.zeros)
+    cupy.ascontiguousarray, cupy.matmul = wrap(np.ascontiguousarray), wrap(np.matmul)
+    cupy.int32, cupy.dtype = np.int32, np.dtype
+    return cupy
+
+
+@pytest.fixture
+def emulated(host_library, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(*host_library))
+    monkeypatch.setattr(ck, "_modules", {})
+
+
+def _dev(a):
+    return np.ascontiguousarray(a).view(DeviceArray)
+
+
+CONV_CASES = [
+    (2, 3, 8, 8, 4, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    (2, 4, 9, 8, 4, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    (2, 2, 10, 9, 3, (5, 5), (3, 2), ((2, 2), (1, 1)), (1, 1), 1),
+    (2, 3, 9, 9, 2, (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
+    (2, 4, 7, 7, 4, (3, 3), (2, 1), ((1, 1), (0, 0)), (1, 2), 4),
+    (2, 2, 6, 5, 3, (2, 2), (1, 1), ((0, 1), (0, 1)), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
+def test_cuda_conv_source_equals_generic(emulated, rng, case, chunked, dtype, monkeypatch):
+    if chunked:
+        monkeypatch.setattr(ck, "CHUNK_BYTES", 1)
+    n, c, h, w, o, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    tol = dict(rtol=1e-11, atol=1e-11) if dtype == "float64" else dict(rtol=2e-5, atol=2e-5)
+    yf, sf = ck.conv2d_forward(_dev(x), _dev(wt), _dev(b), stride, padding, dilation, groups)
+    yg, sg = conv_mod.conv2d_forward_generic(x, wt, b, stride, padding, dilation, groups)
+    np.testing.assert_allclose(np.asarray(yf), yg, **tol)
+    g = rng.standard_normal(yg.shape).astype(dtype)
+    for a, ref in zip(ck.conv2d_backward(_dev(g), sf, (True, True, True)),
+                      conv_mod.conv2d_backward_generic(g, sg, (True, True, True))):
+        assert a.dtype == ref.dtype
+        np.testing.assert_allclose(np.asarray(a), ref, **tol)
+
+
+POOL_CASES = [
+    ((2, 2), (2, 2), 0, (1, 1), False, 8, 8),
+    ((3, 3), (2, 2), 1, (1, 1), False, 9, 8),
+    ((3, 2), (2, 1), 1, (1, 1), True, 7, 8),
+    ((2, 2), (3, 3), 1, (1, 1), True, 8, 7),
+    ((3, 3), (1, 1), 1, (2, 2), False, 7, 7),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
+def test_cuda_pool_source_equals_generic(emulated, rng, case, dtype):
+    kernel, stride, p, dilation, ceil_mode, h, w = case
+    pad = ((p, p), (p, p))
+    out = conv_mod.conv2d_output_size((h, w), kernel, stride, pad, dilation, ceil_mode=ceil_mode)
+    x = rng.integers(0, 4, (2, 3, h, w)).astype(dtype)  # ties: the first maximum wins
+    x[0, 0, 1, 1] = np.nan  # a NaN takes its windows, as in PyTorch
+    yf, sf = ck.max_pool2d_forward(_dev(x), kernel, stride, pad, dilation, out)
+    yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
+    np.testing.assert_array_equal(np.asarray(yf), yg)
+    g = rng.standard_normal(yg.shape).astype(dtype)
+    np.testing.assert_allclose(np.asarray(ck.max_pool2d_backward(_dev(g), sf)),
+                               pool_mod.max_pool2d_backward_generic(g, sg), rtol=1e-6, atol=1e-6)
+    if dilation != (1, 1):
+        return
+    x = rng.standard_normal((2, 3, h, w)).astype(dtype)
+    for count_include_pad in (True, False):
+        for override in (None, 3):
+            yf, sf = ck.avg_pool2d_forward(_dev(x), kernel, stride, pad, out, count_include_pad, override)
+            yg, sg = pool_mod.avg_pool2d_forward_generic(x, kernel, stride, pad, out, count_include_pad, override)
+            np.testing.assert_allclose(np.asarray(yf), yg, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(ck.avg_pool2d_backward(_dev(g), sf)),
+                                       pool_mod.avg_pool2d_backward_generic(g, sg), rtol=1e-6, atol=1e-6)
