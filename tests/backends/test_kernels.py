@@ -253,3 +253,20 @@ def test_release_workspaces_and_small_jobs(rng, monkeypatch):
     monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 1 << 40)  # every job now runs on the calling thread
     serial, _ = nk.conv2d_forward(x, w, None, *args)
     np.testing.assert_allclose(serial, parallel, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_backward_fast_path_equals_generic(dtype):
+    from xpnet.backends import numpy_kernels
+
+    gen = np.random.default_rng(3)
+    x = gen.standard_normal((4, 3, 5, 5)).astype(dtype)
+    g = gen.standard_normal(x.shape).astype(dtype)
+    mask = x > 0
+    np.testing.assert_array_equal(numpy_kernels.relu_backward(g, mask), np.where(mask, g, 0).astype(dtype))
+    # an inf or NaN gradient where the mask is off gives 0, as the generic where does
+    g[~mask] = np.inf
+    g.flat[np.flatnonzero(~mask)[0]] = np.nan
+    out = numpy_kernels.relu_backward(g, mask)
+    np.testing.assert_array_equal(out, np.where(mask, g, 0).astype(dtype))
+    assert out.dtype == np.dtype(dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ...backends import dtype_name, get_default_dtype, is_float_dtype, resolve_dtype
+from ...backends import backend_of, dtype_name, get_default_dtype, is_float_dtype, resolve_dtype
 from ..function import Function
 from ..tensor import Tensor
 from ._common import add_tangents, expand_to, namespace, namespace_of, raw, unbroadcast
@@ -328,6 +328,9 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
+        fast = backend_of(g).kernel("relu_backward")
+        if fast is not None:
+            return fast(g, mask)
         return namespace(g).where(mask, g, namespace(g).zeros_like(g))
 
     jvp = backward
