@@ -220,3 +220,16 @@ def test_tensor_method_table_is_complete(backend):
         assert isinstance(out, (xpnet.Tensor, tuple)), name
     np.testing.assert_allclose((-x).numpy(), -x.numpy())
     np.testing.assert_allclose(x.clamp(2.0, 4.0).numpy(), np.clip(x.numpy(), 2.0, 4.0))
+
+
+def test_copy_moves_values_from_any_backend(backend):
+    import numpy as np
+
+    t = xpnet.zeros(2, 3)
+    t.copy_(np.arange(3, dtype=np.float64))  # host NumPy, another dtype, broadcast along rows
+    assert xpnet.float32 == t.dtype and xpnet.backend_of(t.data).name == backend.name
+    np.testing.assert_array_equal(xpnet.to_numpy(t), [[0, 1, 2], [0, 1, 2]])
+    other = xpnet.to_device(np.ones((2, 3)), "array_api_strict", "device2")
+    t.copy_(other)
+    assert xpnet.backends.describe_device(t.data) == str(backend)
+    np.testing.assert_array_equal(xpnet.to_numpy(t), np.ones((2, 3)))

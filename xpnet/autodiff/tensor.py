@@ -249,10 +249,15 @@ class Tensor:
         return self
 
     def copy_(self, other):
+        """Overwrite the values with ``other``'s (any backend or device: it is moved here first,
+        as torch's copy_ does), broadcast to this shape and cast to this dtype."""
         src = other.data if isinstance(other, Tensor) else other
+        backend = self.backend
         if backend_name_of(src) is None:
-            src = self.backend.asarray(src, dtype=self.data.dtype)
-        xp = self.backend.xp
+            src = backend.asarray(src, dtype=self.data.dtype)
+        else:
+            src = _transfer.to_device(src, backend=backend.name, device=backend.device)
+        xp = backend.xp
         if tuple(src.shape) != self.shape:
             src = xp.broadcast_to(src, self.shape)
         self.data = xp.astype(src, self.data.dtype, copy=True)
