@@ -13,10 +13,10 @@ Tensors on the current backend and device.
 """
 
 from . import transforms  # noqa: F401
-from .dataset import Dataset, Subset, TensorDataset, stack_samples, stratified_split  # noqa: F401
+from .dataset import Dataset, Subset, TensorDataset, input_shape_of, stack_samples, stratified_split  # noqa: F401
 from .loader import DataLoader, epoch_generators  # noqa: F401
 from .mnist_sample import load_mnist_sample  # noqa: F401
-from .synthetic import channel_stats, input_shape_of, synthetic_splits  # noqa: F401
+from .synthetic import channel_stats, synthetic_splits  # noqa: F401
 from .readers import (  # noqa: F401
     DatasetSplits,
     ImageFolder,

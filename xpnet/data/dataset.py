@@ -157,3 +157,11 @@ def stratified_split(labels, test_fraction=None, test_per_class=None, seed=0):
     mask = np.ones(len(labels), dtype=bool)
     mask[test] = False
     return np.flatnonzero(mask), test
+
+
+def input_shape_of(dataset) -> tuple:
+    """(C, H, W) of one input sample of ``dataset``."""
+    arrays = getattr(dataset, "arrays", None)
+    if arrays is not None:
+        return tuple(arrays[0].shape[1:])
+    return tuple(np.asarray(dataset[0][0]).shape)

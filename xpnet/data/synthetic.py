@@ -23,14 +23,6 @@ def synthetic_splits(input_shape=(1, 28, 28), size=512, seed=0, num_classes=10):
                          num_classes, [str(i) for i in range(num_classes)], "synthetic", "generated")
 
 
-def input_shape_of(dataset) -> tuple:
-    """(C, H, W) of one input sample of ``dataset``."""
-    arrays = getattr(dataset, "arrays", None)
-    if arrays is not None:
-        return tuple(arrays[0].shape[1:])
-    return tuple(np.asarray(dataset[0][0]).shape)
-
-
 def channel_stats(dataset, limit=2000):
     """(scale, mean per channel, std per channel) of the first ``limit`` inputs of ``dataset``,
     after scaling uint8 images by 1/255 (scale is that factor, 1.0 for float data)."""

@@ -67,7 +67,7 @@ class DatasetSplits:
     @property
     def input_shape(self) -> tuple:
         """(C, H, W) of one input sample."""
-        from ..synthetic import input_shape_of
+        from ..dataset import input_shape_of
 
         return input_shape_of(self.train)
 
