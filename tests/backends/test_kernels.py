@@ -270,3 +270,35 @@ def test_relu_backward_fast_path_equals_generic(dtype):
     out = numpy_kernels.relu_backward(g, mask)
     np.testing.assert_array_equal(out, np.where(mask, g, 0).astype(dtype))
     assert out.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_relu_fast_paths_equal_generic_in_blocks(dtype, channels_last, monkeypatch):
+    monkeypatch.setattr(nk, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
+    gen = np.random.default_rng(5)
+    x = _layout(gen.standard_normal((4, 6, 9, 11)).astype(dtype), channels_last)
+    x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]
+    y, mask = nk.relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(mask, x > 0)
+    assert y.dtype == x.dtype and y.strides == x.strides and mask.shape == x.shape
+    g = _layout(gen.standard_normal(x.shape).astype(dtype), channels_last)
+    out = nk.relu_backward(g, mask)
+    np.testing.assert_array_equal(out, np.where(mask, g, 0))
+    assert out.dtype == g.dtype and out.strides == g.strides
+    # a non-finite gradient under the mask's zeros in one block gives 0 there, not NaN
+    g[~mask] = np.inf
+    np.testing.assert_array_equal(nk.relu_backward(g, mask), np.where(mask, g, 0))
+    # a gradient laid out unlike the mask takes the whole-array path
+    other = np.ascontiguousarray(g) if channels_last else _layout(np.array(g), True)
+    np.testing.assert_array_equal(nk.relu_backward(other, mask), np.where(mask, other, 0))
+
+
+def test_relu_forward_small_or_strided_input():
+    x = np.random.default_rng(6).standard_normal((3, 40, 50)).astype("float32")
+    for arr in (x[:1, :2], x[:, ::2]):
+        y, mask = nk.relu_forward(arr)
+        np.testing.assert_array_equal(y, np.maximum(arr, 0))
+        np.testing.assert_array_equal(mask, arr > 0)

@@ -884,8 +884,81 @@ def relu_backward(g, mask):
     """G * [x > 0] as one multiply by the boolean mask: about ten times faster than ``where`` on the
     random masks ReLU makes. 0 * inf would leave NaN where the generic ``where`` leaves 0, so a
     non-finite result (seen through its sum) falls back to ``where``."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        out = np.multiply(g, mask)
-        if np.isfinite(out.sum()):
-            return out
+    gflat, perm = _memory_order(g)
+    if gflat is not None and g.size >= PARALLEL_MIN_ELEMENTS and mask.strides == tuple(
+            s * mask.itemsize // g.itemsize for s in g.strides):
+        # same layout: block by block over the workers, each block's sum taken while it is in cache
+        out = np.empty(gflat.shape, dtype=g.dtype)
+        src, msrc, dst = gflat.reshape(-1), mask.transpose(perm).reshape(-1), out.reshape(-1)
+        finite = [True]
+
+        def block(a, b):
+            np.multiply(src[a:b], msrc[a:b], out=dst[a:b])
+            if not np.isfinite(dst[a:b].sum()):
+                finite[0] = False
+
+        _blocks(block, src.size, quiet=True)
+        if finite[0]:
+            return _unpermute(out, perm)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = np.multiply(g, mask)
+            if np.isfinite(out.sum()):
+                return out
     return np.where(mask, g, np.zeros((), dtype=g.dtype))
+
+
+# elementwise work is split into blocks this many elements long, small enough that a block read by
+# one ufunc is still in cache when the next reads it
+ELEMENTWISE_BLOCK = 1 << 17
+
+
+def _memory_order(a):
+    """``a`` with its axes permuted into memory order (C-contiguous then) and the permutation, or
+    (None, None) when its elements do not fill one dense block (a strided slice)."""
+    perm = sorted(range(a.ndim), key=lambda d: -abs(a.strides[d]))
+    flat = a.transpose(perm)
+    if not flat.flags.c_contiguous:
+        return None, None
+    return flat, perm
+
+
+def _unpermute(a, perm):
+    inverse = [0] * len(perm)
+    for i, d in enumerate(perm):
+        inverse[d] = i
+    return a.transpose(inverse)
+
+
+def _blocks(fn, size, quiet=False):
+    """fn(a, b) over ELEMENTWISE_BLOCK-long blocks of range(size), the blocks split over the workers;
+    ``quiet``: floating-point warnings off in every worker (NumPy's error state is per thread)."""
+    nblocks = -(-size // ELEMENTWISE_BLOCK)
+
+    def work(i0, i1):
+        with (np.errstate(all="ignore") if quiet else contextlib.nullcontext()):
+            for i in range(i0, i1):
+                fn(i * ELEMENTWISE_BLOCK, min(size, (i + 1) * ELEMENTWISE_BLOCK))
+
+    _parallel(work, nblocks, elements=size)
+
+
+@register_kernel("numpy", "relu_forward")
+def relu_forward(x):
+    """(maximum(x, 0), x > 0) in one pass over ``x``, block by block while it is in cache, split over
+    the workers; the outputs keep ``x``'s memory layout (an NCHW view of NHWC stays one)."""
+    flat, perm = _memory_order(x)
+    if flat is None or x.size < PARALLEL_MIN_ELEMENTS:
+        return np.maximum(x, np.zeros((), dtype=x.dtype)), x > 0
+    src = flat.reshape(-1)
+    y = np.empty(flat.shape, dtype=x.dtype)
+    mask = np.empty(flat.shape, dtype=bool)
+    yf, mf = y.reshape(-1), mask.reshape(-1)
+    zero = np.zeros((), dtype=x.dtype)
+
+    def block(a, b):
+        np.maximum(src[a:b], zero, out=yf[a:b])
+        np.greater(src[a:b], zero, out=mf[a:b])
+
+    _blocks(block, src.size)
+    return _unpermute(y, perm), _unpermute(mask, perm)
