@@ -302,3 +302,33 @@ def test_relu_forward_small_or_strided_input():
         y, mask = nk.relu_forward(arr)
         np.testing.assert_array_equal(y, np.maximum(arr, 0))
         np.testing.assert_array_equal(mask, arr > 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_fast_path_equals_numpy(dtype, monkeypatch):
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 64)  # split the rows over the workers
+    gen = np.random.default_rng(7)
+    w = gen.standard_normal((5, 33)).astype(dtype)
+    for a in (gen.standard_normal((2, 7, 33)).astype(dtype),  # leading dims flattened to rows
+              gen.standard_normal((40, 33)).astype(dtype).T.copy().T,  # a transposed (F-order) operand
+              gen.standard_normal((0, 33)).astype(dtype),
+              gen.standard_normal(33).astype(dtype)):
+        out = nk.matmul(a, w.T)
+        expected = np.matmul(a, w.T)
+        assert out.shape == expected.shape and out.dtype == expected.dtype
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # dW = G^T X: both operands transposed views
+    g = gen.standard_normal((40, 5)).astype(dtype)
+    x = gen.standard_normal((40, 33)).astype(dtype)
+    np.testing.assert_allclose(nk.matmul(g.T, x), g.T @ x, rtol=1e-5, atol=1e-5)
+    # other shapes and mixed dtypes are plain np.matmul
+    np.testing.assert_array_equal(nk.matmul(np.ones((2, 3, 4)), np.ones((2, 4, 5))), np.full((2, 3, 5), 4.0))
+    assert nk.matmul(np.ones((2, 3), dtype="float32"), np.ones((3, 2))).dtype == np.float64
+
+
+def test_matmul_fast_path_leaves_blas_thread_count(monkeypatch):
+    if not nk._blas.available:
+        pytest.skip("no OpenBLAS thread control here")
+    before = nk._blas._get()
+    nk.matmul(np.ones((64, 128), dtype="float32"), np.ones((128, 10), dtype="float32"))
+    assert nk._blas._get() == before

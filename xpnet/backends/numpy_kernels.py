@@ -28,6 +28,7 @@ on a CPU:
 from __future__ import annotations
 
 import contextlib
+import math
 import ctypes
 import glob
 import os
@@ -962,3 +963,29 @@ def relu_forward(x):
 
     _blocks(block, src.size)
     return _unpermute(y, perm), _unpermute(mask, perm)
+
+
+# -- matrix products outside the batch-parallel kernels ---------------------------------------------
+@register_kernel("numpy", "matmul")
+def matmul(a, b):
+    """a @ b (a: (..., K), b: (K, N)), its rows split over the workers with single-threaded GEMMs.
+
+    Why not OpenBLAS's own threads: after a threaded call its idle threads spin for about 0.1 s
+    (its THREAD_TIMEOUT) before sleeping, taking a core from the batch-parallel kernels that run right
+    after (a 256-channel convolution backward measured 60 ms alone, 95 ms just after a threaded
+    64x4096x10 product). A layer's products running on the same workers leave nothing spinning."""
+    if not _blas.available or b.ndim != 2 or a.ndim < 1 or a.dtype != b.dtype:
+        return np.matmul(a, b)
+    if a.ndim == 1:
+        with _blas.single():
+            return np.matmul(a, b)
+    m, k, n = math.prod(a.shape[:-1]), a.shape[-1], b.shape[1]
+    rows = a.reshape(m, k)
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+
+    def work(r0, r1):
+        np.matmul(rows[r0:r1], b, out=out[r0:r1])
+
+    with _blas.single():  # also when it stays on this thread: a threaded GEMM would leave spinners
+        _parallel(work, m, blas=True, elements=m * n * max(1, k // 64))
+    return out.reshape(a.shape[:-1] + (n,))

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from ...autodiff.function import Function, is_autocast_enabled
 from ...autodiff.ops.shape import flatten as _flatten
-from ...backends import dtype_name
+from ...backends import backend_of, dtype_name
 from ._arrays import as_input, namespace, raw, shape_text
+
+
+def _matmul(a, b):
+    """a @ b, through the backend's "matmul" kernel where it has one (NumPy: GEMMs on the kernels'
+    worker threads, so that the BLAS's own threads are not left spinning next to them)."""
+    fast = backend_of(a).kernel("matmul")
+    return fast(a, b) if fast is not None else a @ b
 
 
 class Affine(Function):
@@ -20,7 +27,7 @@ class Affine(Function):
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
-        y = x @ w.mT
+        y = _matmul(x, w.mT)
         return y + b if b is not None else y
 
     @staticmethod
@@ -28,13 +35,13 @@ class Affine(Function):
         x, w = ctx.saved_tensors
         xp = namespace(g)
         need_x, need_w, need_b = (tuple(ctx.needs_input_grad) + (False, False, False))[:3]
-        dx = g @ w if need_x else None
+        dx = _matmul(g, w) if need_x else None
         dw = db = None
         if need_w or need_b:
             g2 = xp.reshape(g, (-1, g.shape[-1])) if g.ndim != 2 else g
             if need_w:
                 x2 = xp.reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x
-                dw = g2.mT @ x2
+                dw = _matmul(g2.mT, x2)
             if need_b:
                 db = xp.sum(g2, axis=0)
         return dx, dw, db
