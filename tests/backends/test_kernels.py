@@ -307,11 +307,13 @@ def test_relu_forward_small_or_strided_input():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matmul_fast_path_equals_numpy(dtype, monkeypatch):
     monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 64)  # split the rows over the workers
+    monkeypatch.setattr(nk, "MATMUL_WORKERS_MAX", 1 << 13)  # a (100, 33) x (33, 5) product goes to np.matmul
     gen = np.random.default_rng(7)
     w = gen.standard_normal((5, 33)).astype(dtype)
     for a in (gen.standard_normal((2, 7, 33)).astype(dtype),  # leading dims flattened to rows
               gen.standard_normal((40, 33)).astype(dtype).T.copy().T,  # a transposed (F-order) operand
               gen.standard_normal((0, 33)).astype(dtype),
+              gen.standard_normal((100, 33)).astype(dtype),
               gen.standard_normal(33).astype(dtype)):
         out = nk.matmul(a, w.T)
         expected = np.matmul(a, w.T)

@@ -966,9 +966,15 @@ def relu_forward(x):
 
 
 # -- matrix products outside the batch-parallel kernels ---------------------------------------------
+# products up to this many multiply-adds run on the kernels' workers; larger ones on OpenBLAS's threads,
+# which share one packed copy of B (splitting rows over our workers packs it twice: ~10% slower on a
+# 256x1024x1024 product, where the spinning afterwards costs relatively less)
+MATMUL_WORKERS_MAX = 1 << 24
+
 @register_kernel("numpy", "matmul")
 def matmul(a, b):
-    """a @ b (a: (..., K), b: (K, N)), its rows split over the workers with single-threaded GEMMs.
+    """a @ b (a: (..., K), b: (K, N)); a small product (see MATMUL_WORKERS_MAX) has its rows split
+    over the workers with single-threaded GEMMs.
 
     Why not OpenBLAS's own threads: after a threaded call its idle threads spin for about 0.1 s
     (its THREAD_TIMEOUT) before sleeping, taking a core from the batch-parallel kernels that run right
@@ -980,6 +986,8 @@ def matmul(a, b):
         with _blas.single():
             return np.matmul(a, b)
     m, k, n = math.prod(a.shape[:-1]), a.shape[-1], b.shape[1]
+    if m * k * n > MATMUL_WORKERS_MAX:
+        return np.matmul(a, b)
     rows = a.reshape(m, k)
     out = np.empty((m, n), dtype=np.result_type(a, b))
 
