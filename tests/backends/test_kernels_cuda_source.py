@@ -29,6 +29,8 @@ _PRELUDE = r"""
 struct xp_dim3 { unsigned x, y, z; };
 static xp_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 #define __global__
+#define __device__
+#define __forceinline__ inline
 template <typename T> T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
 using std::min; using std::max;
 """

@@ -128,6 +128,19 @@ __global__ void max_pool_backward(long long total, const T* __restrict__ g, cons
     }
 }
 
+// The window of output (oh, ow) clipped to the input, and its divisor: divisor_override, else the
+// padded window size (count_include_pad) or the number of input cells inside it; never below 1.
+__device__ __forceinline__ int avg_window(int oh, int ow, int H, int W, int KH, int KW, int SH, int SW,
+                                          int PT, int PL, int PB, int PR, int count_include_pad, int divisor,
+                                          int& h0, int& w0, int& h1, int& w1) {
+    h0 = oh * SH - PT; w0 = ow * SW - PL;
+    h1 = min(h0 + KH, H + PB); w1 = min(w0 + KW, W + PR);
+    const int padded_size = (h1 - h0) * (w1 - w0);
+    h0 = max(h0, 0); w0 = max(w0, 0); h1 = min(h1, H); w1 = min(w1, W);
+    const int d = divisor > 0 ? divisor : (count_include_pad ? padded_size : (h1 - h0) * (w1 - w0));
+    return d > 0 ? d : 1;
+}
+
 template <typename T>
 __global__ void avg_pool_forward(long long total, const T* __restrict__ x, T* __restrict__ y,
                                  int H, int W, int KH, int KW, int OH, int OW, int SH, int SW,
@@ -137,16 +150,14 @@ __global__ void avg_pool_forward(long long total, const T* __restrict__ x, T* __
         const int ow = (int)(idx % OW);
         const int oh = (int)((idx / OW) % OH);
         const long long plane = idx / ((long long)OW * OH);
-        int h0 = oh * SH - PT, w0 = ow * SW - PL;
-        int h1 = min(h0 + KH, H + PB), w1 = min(w0 + KW, W + PR);
-        const int padded_size = (h1 - h0) * (w1 - w0);
-        h0 = max(h0, 0); w0 = max(w0, 0); h1 = min(h1, H); w1 = min(w1, W);
+        int h0, w0, h1, w1;
+        const int d = avg_window(oh, ow, H, W, KH, KW, SH, SW, PT, PL, PB, PR, count_include_pad, divisor,
+                                 h0, w0, h1, w1);
         const T* xp = x + plane * H * W;
         T acc = (T)0;
         for (int h = h0; h < h1; ++h)
             for (int w = w0; w < w1; ++w) acc += xp[h * W + w];
-        int d = divisor > 0 ? divisor : (count_include_pad ? padded_size : (h1 - h0) * (w1 - w0));
-        y[idx] = acc / (T)(d > 0 ? d : 1);
+        y[idx] = acc / (T)d;
     }
 }
 
@@ -159,12 +170,10 @@ __global__ void avg_pool_backward(long long total, const T* __restrict__ g, T* _
         const int ow = (int)(idx % OW);
         const int oh = (int)((idx / OW) % OH);
         const long long plane = idx / ((long long)OW * OH);
-        int h0 = oh * SH - PT, w0 = ow * SW - PL;
-        int h1 = min(h0 + KH, H + PB), w1 = min(w0 + KW, W + PR);
-        const int padded_size = (h1 - h0) * (w1 - w0);
-        h0 = max(h0, 0); w0 = max(w0, 0); h1 = min(h1, H); w1 = min(w1, W);
-        int d = divisor > 0 ? divisor : (count_include_pad ? padded_size : (h1 - h0) * (w1 - w0));
-        const T share = g[idx] / (T)(d > 0 ? d : 1);
+        int h0, w0, h1, w1;
+        const int d = avg_window(oh, ow, H, W, KH, KW, SH, SW, PT, PL, PB, PR, count_include_pad, divisor,
+                                 h0, w0, h1, w1);
+        const T share = g[idx] / (T)d;
         T* dp = dx + plane * H * W;
         for (int h = h0; h < h1; ++h)
             for (int w = w0; w < w1; ++w) atomicAdd(dp + h * W + w, share);
