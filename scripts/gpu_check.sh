@@ -1,0 +1,34 @@
+#!/bin/bash
+# One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
+# Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
+#   bash scripts/gpu_check.sh [tests|suite|bench|train ...]   (default: all four, in that order)
+# Logs go to $OUT (or /tmp/gpu_out); each stage has its own time limit so the call ends in time.
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+stages=${*:-tests suite bench train}
+T_TESTS=${T_TESTS:-90}; T_SUITE=${T_SUITE:-100}; T_BENCH=${T_BENCH:-150}; T_TRAIN=${T_TRAIN:-60}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import cupy, torch, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__)"
+XPNET_BACKEND=cupy python3 -m xpnet info 2>&1 | tail -n 12
+for s in $stages; do
+  echo "=== $s $(date +%T)"
+  case $s in
+    tests) timeout $T_TESTS python3 -m pytest -m gpu -q --tb=short -p no:cacheprovider --timeout 60 tests \
+             > "$OUT/gpu_tests.log" 2>&1; echo "rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests.log" | tail -n 25 ;;
+    suite) XPNET_TEST_BACKENDS=cupy timeout $T_SUITE python3 -m pytest -q --tb=short -p no:cacheprovider -n 12 \
+             --timeout 90 -m "not gpu" tests > "$OUT/cupy_suite.log" 2>&1; echo "rc=$?"
+           grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/cupy_suite.log" | sort | uniq | tail -n 40 ;;
+    bench) XPNET_BACKEND=cupy timeout $T_BENCH python3 scripts/bench.py --rounds ${BENCH_ROUNDS:-3} \
+             ${BENCH_WORKLOADS:+--workloads $BENCH_WORKLOADS} --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log" | tail -n 12 ;;
+    train) XPNET_BACKEND=cupy timeout $T_TRAIN python3 scripts/train_vgg.py --dataset synthetic --epochs 1 \
+             --limit-batches 30 --out /tmp/run_vgg 2>&1 | tail -n 6 ;;
+  esac
+done
+echo "=== done $(date +%T)"
