@@ -31,7 +31,7 @@ def trajectory(name, options, dtype, fused, steps=30):
             c.grad = xpnet.Tensor(xp.sum(r, axis=0) * scale)
             opt.step()
             out.append(np.concatenate([xpnet.to_numpy(w).ravel(), xpnet.to_numpy(c).ravel()]))
-        state = {k: xpnet.to_numpy(v) for k, v in opt.state[w].items() if k != "step"}
+        state = {k: xpnet.to_numpy(v) for k, v in opt.state.get(w, {}).items() if k != "step"}
         return np.stack(out), state
 
 

@@ -146,8 +146,11 @@ def manual_seed(seed: int) -> None:
 
 
 def backend_name_of(array) -> str | None:
-    """'numpy', 'cupy', 'array_api_strict' or 'torch' for a raw array; None for anything else."""
+    """'numpy', 'cupy', 'array_api_strict' or 'torch' for a raw array; None for anything else
+    (a Tensor, a CuPy ``MemoryPointer``, a Python scalar)."""
     module = type(array).__module__
+    if not hasattr(array, "shape"):
+        return None
     if module.startswith("numpy"):
         return "numpy"
     if module.startswith("array_api_strict"):
@@ -157,6 +160,17 @@ def backend_name_of(array) -> str | None:
     if module.startswith("torch"):
         return "torch"
     return None
+
+
+def unwrap(x):
+    """The raw array behind ``x``: arrays pass unchanged, an xpnet Tensor gives its ``.data``.
+
+    (``getattr(x, "data", x)`` is wrong for a raw array: a CuPy array's ``.data`` is its memory
+    pointer.)"""
+    if backend_name_of(x) is not None:
+        return x
+    data = getattr(x, "data", None)
+    return data if data is not None and backend_name_of(data) is not None else x
 
 
 def backend_of(array) -> Backend:
@@ -216,7 +230,7 @@ __all__ = [
     "Backend", "HostRNG", "register_kernel", "DType", "dtype_name", "get_default_dtype",
     "set_default_dtype", "is_float_dtype", "resolve_dtype", "BackendUnavailableError",
     "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",
-    "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of",
+    "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of", "unwrap",
     "describe_device", "check_same_device", "to_device", "to_numpy", "device_of",
     "register_transfer",
 ]

@@ -26,6 +26,8 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     operations (no loop over samples). The largest temporary holds chunk_size * n_train numbers for
     'euclidean' and chunk_size * n_train * n_features for 'manhattan'; ``chunk_size=None`` picks
     the rows that keep it near 4 Mi numbers (32 MiB in float64; never fewer than one row).
+    The Euclidean distances returned by ``kneighbors`` are recomputed from the differences to the
+    chosen neighbours, so they are exact to rounding (a training point is at distance 0 from itself).
 
     Neighbours are ordered by distance with a stable sort, so equal computed distances keep the
     training order; the vote is uniform and a tie between classes goes to the smallest label (the
@@ -96,14 +98,30 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         for start in range(0, X.shape[0], step):
             D = self._distances(X[start:min(start + step, X.shape[0]), :])
             order = xp.argsort(D, axis=1, stable=True)[:, :k]
-            indices.append(order)
-            if return_distance:
+            if return_distance and self.metric == "euclidean":
+                order, exact = self._exact_euclidean(X[start:min(start + step, X.shape[0]), :], order)
+                dists.append(exact)
+            elif return_distance:
                 dists.append(xp.take_along_axis(D, order, axis=1))
+            indices.append(order)
         ind = xp.concat(indices, axis=0)
         if not return_distance:
             return ind
-        dist = xp.concat(dists, axis=0)
-        return (xp.sqrt(dist) if self.metric == "euclidean" else dist), ind
+        return xp.concat(dists, axis=0), ind
+
+    def _exact_euclidean(self, Xq, order):
+        """The chosen neighbours' Euclidean distances from the differences themselves, and the
+        neighbours re-ordered (stably) by them. The expansion ||x||^2 - 2 x.x' + ||x'||^2 loses
+        about eps * ||x||^2 to cancellation, so a point's distance to itself can come out as
+        sqrt(eps) * ||x|| instead of 0 (2e-5 on wine's features under cuBLAS); the direct
+        difference costs only (q, k, n_features) operations."""
+        xp = array_namespace(Xq)
+        q, k = order.shape
+        chosen = xp.reshape(xp.take(self._fit_X, xp.reshape(order, (q * k,)), axis=0), (q, k, Xq.shape[1]))
+        diff = Xq[:, None, :] - chosen
+        exact = xp.sqrt(xp.sum(diff * diff, axis=2))
+        resort = xp.argsort(exact, axis=1, stable=True)
+        return xp.take_along_axis(order, resort, axis=1), xp.take_along_axis(exact, resort, axis=1)
 
     def predict_proba(self, X):
         """(n, K): the fraction of the neighbours in each class, columns in ``classes_`` order."""

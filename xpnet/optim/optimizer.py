@@ -17,7 +17,8 @@ import copy
 import warnings
 
 from ..autodiff.function import enable_grad
-from ..backends import backend_name_of, backend_of, check_same_device, dtype_name, is_float_dtype, register_transfer, to_numpy
+from ..backends import (backend_name_of, backend_of, check_same_device, dtype_name, is_float_dtype, register_transfer,
+                        to_numpy, unwrap)
 from ..backends import cupy_optim_kernels  # noqa: F401  -- registers the CuPy fast paths (CuPy imported lazily)
 from ..backends import transfer as _transfer
 
@@ -317,7 +318,7 @@ def _restore_value(key, value, p, gi, pi, name):
         if backend_name_of(value) is not None or hasattr(value, "data"):
             value = to_numpy(value).reshape(()).item()
         return int(value)
-    array = value.data if hasattr(value, "data") and backend_name_of(value.data) is not None else value
+    array = unwrap(value)
     if backend_name_of(array) is None:
         return copy.deepcopy(value)
     w = p.data

@@ -10,6 +10,7 @@ import time
 from array_api_compat import array_namespace
 
 from ..autodiff import no_grad
+from ..backends import unwrap
 from .callbacks import copy_state
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import correct_count
@@ -64,7 +65,7 @@ def evaluate(model, loader, loss_fn=None, max_batches=None):
             n = yb.shape[0]
             if loss_fn is not None:
                 total_loss += float(loss_fn(out, yb).item()) * n
-            correct += correct_count(out.data, getattr(yb, "data", yb))
+            correct += correct_count(out.data, unwrap(yb))
             seen += n
     model.train(was_training)
     if seen == 0:
@@ -86,7 +87,7 @@ def predict(model, loader, probabilities=True):
                 e = xp.exp(shifted)
                 out = e / xp.sum(e, axis=-1, keepdims=True)
             outs.append(out)
-            targets.append(getattr(yb, "data", yb))
+            targets.append(unwrap(yb))
     model.train(was_training)
     xp = array_namespace(outs[0])
     return xp.concat(outs, axis=0), xp.concat(targets, axis=0)
@@ -203,7 +204,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
                     scheduler.step()
                 n = yb.shape[0]
                 total_loss += value * n
-                correct += correct_count(out.data, getattr(yb, "data", yb))
+                correct += correct_count(out.data, unwrap(yb))
                 seen += n
                 elapsed = time.perf_counter() - started
                 display.update(total_loss / seen, correct / seen, seen / max(elapsed, 1e-9))

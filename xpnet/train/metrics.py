@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-
-def _raw(x):
-    return getattr(x, "data", x) if not hasattr(x, "__array_namespace__") else x
+from ..backends import unwrap as _raw
 
 
 def accuracy(logits, target) -> float:
