@@ -221,14 +221,30 @@ def _gpu_peak(runner, framework, steps):
     return cuda.memory_stats()["total_bytes"] / 2**20
 
 
-def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, stream=sys.stdout):
+def _set_precision(device, tf32):
+    """The same float32 arithmetic for both frameworks on a GPU: strict float32 GEMMs and
+    convolutions (PyTorch's default lets cuDNN convolutions use TF32), or TF32 for both."""
+    if device != "gpu":
+        return "float32"
+    import torch
+
+    import xpnet
+
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    xpnet.cuda.set_tf32(tf32)
+    return "tf32" if tf32 else "float32 (TF32 off in both)"
+
+
+def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False):
     import torch
 
     import xpnet
 
     results = []
+    precision = _set_precision(device, tf32)
     print(f"xpnet {xpnet.__version__} vs PyTorch {torch.__version__}  backend {xpnet.get_backend()}  "
-          f"{platform.processor() or platform.machine()}  torch threads {torch.get_num_threads()}", file=stream)
+          f"{_device_name(device)}  torch threads {torch.get_num_threads()}  {precision}", file=stream)
     print(f"{'workload':16s} {'batch':>5s} {'xpnet img/s':>12s} {'torch img/s':>12s} {'ratio':>6s} "
           f"{'xpnet MiB':>10s} {'torch MiB':>10s} {'mem ratio':>9s}", file=stream, flush=True)
     for name in workloads:
@@ -259,7 +275,16 @@ def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, strea
                         "torch_rounds": speeds["torch"], "xpnet_peak_mib": mem["xpnet"],
                         "torch_peak_mib": mem["torch"], "memory_ratio": mem_ratio})
     return {"xpnet": xpnet.__version__, "torch": torch.__version__, "backend": str(xpnet.get_backend()),
-            "machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results}
+            "machine": platform.platform(), "device": _device_name(device), "precision": precision,
+            "cpu_count": os.cpu_count(), "results": results}
+
+
+def _device_name(device):
+    if device == "gpu":
+        import torch
+
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine()
 
 
 def _add_arguments(parser):
@@ -270,6 +295,8 @@ def _add_arguments(parser):
     parser.add_argument("--steps", type=int, default=3, help="training steps timed per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--tf32", action="store_true", help="GPU: let both frameworks use TF32 for float32 "
+                        "GEMMs and convolutions (default: strict float32 in both)")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
 
 
@@ -287,7 +314,7 @@ def _main_args(args) -> int:
     if unknown:
         print(f"xpnet bench: unknown workload(s) {unknown}; choose from {list(WORKLOADS)}", file=sys.stderr)
         return 2
-    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory)
+    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory, tf32=args.tf32)
     with open(args.json, "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"wrote {args.json}")

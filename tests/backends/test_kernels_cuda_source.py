@@ -34,7 +34,7 @@ static xp_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1}
 template <typename T> T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
 using std::min; using std::max;
 """
-_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int}
+_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_double}
 
 
 def _signatures(source):
@@ -79,7 +79,7 @@ def _fake_cupy(library, sigs):
         def __init__(self, expression):
             self.name, ctype = re.match(r"(\w+)<(\w+)>", expression).groups()
             self.fn = getattr(library, f"host_{self.name}_{ctype}")
-            self.types = sigs[self.name]
+            self.types = [ctype if t == "T" else t for t in sigs[self.name]]
 
         def __call__(self, grid, block, params):
             assert len(params) == len(self.types), self.name
@@ -89,8 +89,12 @@ def _fake_cupy(library, sigs):
                     assert isinstance(value, np.ndarray) and value.flags.c_contiguous, self.name
                     args.append(ctypes.c_void_p(value.ctypes.data))
                 else:
-                    assert isinstance(value, (np.int32, np.int64)), (self.name, type(value))
-                    args.append(_CTYPES[ctype](int(value)))
+                    if ctype in ("float", "double"):  # a T scalar: passed as the array dtype's scalar
+                        assert isinstance(value, np.float32 if ctype == "float" else np.float64), (self.name, ctype)
+                        args.append(_CTYPES[ctype](float(value)))
+                    else:
+                        assert isinstance(value, (np.int32, np.int64)), (self.name, type(value))
+                        args.append(_CTYPES[ctype](int(value)))
             self.fn(*args)
 
     class RawModule:
@@ -108,9 +112,9 @@ def _fake_cupy(library, sigs):
     cupy = types.ModuleType("cupy")
     cupy.RawModule = RawModule
     cupy.cuda = types.SimpleNamespace(Device=lambda *a: types.SimpleNamespace(id=0))
-    cupy.empty, cupy.zeros = wrap(np.empty), wrap(np.zeros)
+    cupy.empty, cupy.zeros, cupy.empty_like = wrap(np.empty), wrap(np.zeros), wrap(np.empty_like)
     cupy.ascontiguousarray, cupy.matmul = wrap(np.ascontiguousarray), wrap(np.matmul)
-    cupy.int32, cupy.dtype = np.int32, np.dtype
+    cupy.int32, cupy.dtype, cupy.add = np.int32, np.dtype, np.add
     return cupy
 
 
@@ -118,6 +122,7 @@ def _fake_cupy(library, sigs):
 def emulated(host_library, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(*host_library))
     monkeypatch.setattr(ck, "_modules", {})
+    monkeypatch.setattr(ck, "_functions", {})
 
 
 def _dev(a):
@@ -165,8 +170,11 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sliced", [False, True])
 @pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
-def test_cuda_pool_source_equals_generic(emulated, rng, case, dtype):
+def test_cuda_pool_source_equals_generic(emulated, rng, case, dtype, sliced, monkeypatch):
+    if sliced:  # launches capped at one image each: the batch goes through _batch_slices
+        monkeypatch.setattr(ck, "INT_MAX", 3 * 9 * 9)
     kernel, stride, p, dilation, ceil_mode, h, w = case
     pad = ((p, p), (p, p))
     out = conv_mod.conv2d_output_size((h, w), kernel, stride, pad, dilation, ceil_mode=ceil_mode)
@@ -188,3 +196,19 @@ def test_cuda_pool_source_equals_generic(emulated, rng, case, dtype):
             np.testing.assert_allclose(np.asarray(yf), yg, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(np.asarray(ck.avg_pool2d_backward(_dev(g), sf)),
                                        pool_mod.avg_pool2d_backward_generic(g, sg), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_cuda_lrn_source_equals_generic(emulated, rng, size, dtype):
+    from xpnet.nn.functional import norm as norm_mod
+
+    x = rng.standard_normal((2, 7, 5, 4)).astype(dtype)
+    args = (size, 1e-2, 0.75, 2.0)
+    yf, sf = ck.local_response_norm_forward(_dev(x), *args)
+    yg, sg = norm_mod.lrn_forward_generic(x, *args)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(yf), yg, **tol)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_allclose(np.asarray(ck.local_response_norm_backward(_dev(g), sf)),
+                               norm_mod.lrn_backward_generic(g, sg), **tol)

@@ -104,8 +104,39 @@ def test_cupy_pools_equal_generic(cp, rng, case, dtype):
 def test_cupy_backend_uses_registered_kernels():
     backend = xpnet.get_backend("cupy")
     for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-                 "avg_pool2d_forward", "avg_pool2d_backward"):
+                 "avg_pool2d_forward", "avg_pool2d_backward", "relu_forward", "relu_backward",
+                 "local_response_norm_forward", "local_response_norm_backward"):
         assert backend.kernel(name) is getattr(ck, name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("size", [1, 4, 5])
+def test_cupy_lrn_equals_generic(cp, rng, size, dtype):
+    from xpnet.nn.functional import norm as norm_mod
+
+    x = cp.asarray(rng.standard_normal((3, 9, 6, 5)).astype(dtype))
+    args = (size, 1e-2, 0.75, 2.0)
+    yf, sf = ck.local_response_norm_forward(x, *args)
+    yg, sg = norm_mod.lrn_forward_generic(x, *args)
+    _close(yf, yg, dtype)
+    g = cp.asarray(rng.standard_normal(x.shape).astype(dtype))
+    _close(ck.local_response_norm_backward(g, sf), norm_mod.lrn_backward_generic(g, sg), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_cupy_relu_equals_generic(cp, rng, dtype):
+    host = rng.standard_normal((3, 5, 7, 4)).astype(dtype)
+    host[0, 0, 0, :3] = [np.nan, 0.0, -0.0]
+    x = cp.asarray(host).transpose(0, 2, 3, 1)  # a strided view, as NHWC memory behind NCHW gives
+    y, mask = ck.relu_forward(x)
+    xn = host.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(y.get(), np.maximum(xn, 0))  # NaN stays NaN
+    np.testing.assert_array_equal(mask.get(), xn > 0)
+    g = rng.standard_normal(xn.shape).astype(dtype)
+    g[1, 1, 1, 1] = np.inf
+    dx = ck.relu_backward(cp.asarray(g), mask)
+    assert dx.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(dx.get(), np.where(xn > 0, g, 0))
 
 
 def test_cupy_float16_computes_in_float32(cp, rng):
