@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
 # Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
-#   bash scripts/gpu_check.sh [tests|suite|bench|train|profile|retest ...]   (default: all four, in that order)
+#   bash scripts/gpu_check.sh [tests|suite|bench|train|profile|retest|convbench ...]   (default: all four, in that order)
 # Logs go to $OUT (or /tmp/gpu_out); each stage has its own time limit so the call ends in time.
 set -u
 export PYTHONUNBUFFERED=1
@@ -32,6 +32,8 @@ for s in $stages; do
     retest) XPNET_TEST_BACKENDS=cupy timeout ${T_RETEST:-90} python3 -m pytest -q --tb=short -p no:cacheprovider -n 8 \
              --timeout 60 ${RETEST_PATHS:-tests} > "$OUT/retest.log" 2>&1; echo "rc=$?"
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/retest.log" | tail -n 30 ;;
+    convbench) XPNET_BACKEND=cupy timeout ${T_CONVBENCH:-90} python3 scripts/gpu_conv_bench.py ${CONVBENCH_ARGS:-} \
+             2>&1 | tee "$OUT/convbench.log" ;;
     train) XPNET_BACKEND=cupy timeout $T_TRAIN python3 scripts/train_vgg.py --dataset synthetic --epochs 1 \
              --limit-batches 30 --out /tmp/run_vgg 2>&1 | tail -n 6 ;;
   esac
