@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
 # Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
-#   bash scripts/gpu_check.sh [tests|suite|bench|train|profile|retest|convbench ...]   (default: all four, in that order)
+#   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|train|profile|retest|convbench ...]   (default: all four, in that order)
 # Logs go to $OUT (or /tmp/gpu_out); each stage has its own time limit so the call ends in time.
 set -u
 export PYTHONUNBUFFERED=1
@@ -27,6 +27,9 @@ for s in $stages; do
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/cupy_suite.log" | sort | uniq | tail -n 40 ;;
     bench) XPNET_BACKEND=cupy timeout $T_BENCH python3 scripts/bench.py --rounds ${BENCH_ROUNDS:-3} \
              ${BENCH_WORKLOADS:+--workloads $BENCH_WORKLOADS} --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log" | tail -n 12 ;;
+    bench_tf32) XPNET_BACKEND=cupy timeout ${T_BENCH_TF32:-60} python3 scripts/bench.py --tf32 --no-memory \
+             --rounds ${BENCH_ROUNDS:-3} --workloads ${TF32_WORKLOADS:-vgg16_cifar,alexnet_227} \
+             --json "$OUT/bench_gpu_tf32.json" 2>&1 | tee "$OUT/bench_tf32.log" | tail -n 5 ;;
     profile) XPNET_BACKEND=cupy timeout ${T_PROFILE:-150} python3 scripts/gpu_profile.py ${PROFILE_ARGS:-} \
              > "$OUT/profile.log" 2>&1; echo "rc=$?"; grep -E "^\[" "$OUT/profile.log" ;;
     retest) XPNET_TEST_BACKENDS=cupy timeout ${T_RETEST:-90} python3 -m pytest -q --tb=short -p no:cacheprovider -n 8 \

@@ -136,6 +136,8 @@ CONV_CASES = [
     (2, 3, 9, 9, 2, (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1),
     (2, 4, 7, 7, 4, (3, 3), (2, 1), ((1, 1), (0, 0)), (1, 2), 4),
     (2, 2, 6, 5, 3, (2, 2), (1, 1), ((0, 1), (0, 1)), (1, 1), 1),
+    (2, 3, 23, 23, 4, (11, 11), (4, 4), ((2, 2), (2, 2)), (1, 1), 1),
+    (2, 2, 9, 11, 3, (3, 3), (2, 3), ((1, 1), (2, 2)), (2, 2), 1),
 ]
 
 
@@ -143,8 +145,9 @@ CONV_CASES = [
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
 def test_cuda_conv_source_equals_generic(emulated, rng, case, chunked, dtype, monkeypatch):
-    if chunked:
+    if chunked:  # one image per chunk, and blocks of 5 rows that start mid-kernel
         monkeypatch.setattr(ck, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(ck, "IM2COL_ROWS", 5)
     n, c, h, w, o, kernel, stride, padding, dilation, groups = case
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)

@@ -75,8 +75,8 @@ class CupyRNG(HostRNG):
         shape = tuple(shape)
         offset = self._counter
         self._counter += math.prod(shape) * per_element
-        target = self.backend.dtype(dtype)
-        native = target if str(target) in ("float32", "float64") else np.dtype("float32")
+        target = np.dtype(self.backend.dtype(dtype))  # CuPy names dtypes by NumPy's scalar types
+        native = target if target.name in ("float32", "float64") else np.dtype("float32")
         with self.backend.device:
             out = cupy.empty(shape, dtype=native)
             _kernels()[kernel](np.uint64(self._key), np.uint64(offset), *params, out)

@@ -37,27 +37,39 @@ _SOURCE = r"""
 // under 2^31 elements (conv chunks, pooling batch slices) and offsets into big buffers in 64 bits.
 
 template <typename T>
-__global__ void im2col_rows(const T* __restrict__ x, T* __restrict__ cols, int n0, int nb, int C, int H,
+__global__ void im2col_tile(const T* __restrict__ x, T* __restrict__ cols, int n0, int nb, int C, int H,
                             int W, int KH, int KW, int OH, int OW, int SH, int SW, int PT, int PL, int DH,
-                            int DW) {
-    // cols layout (C, KH, KW | nb, OH, OW): blockIdx.y walks the rows (c, i, j), decoded once per row;
-    // the threads of x walk a row's columns (n, oh, ow), so writes are coalesced
+                            int DW, int R) {
+    // cols layout (C, KH, KW | nb, OH, OW). A thread owns one column (n, oh, ow), decoded once, and
+    // writes R consecutive rows (c, i, j) of it, stepping (c, i, j) by increments: no division per
+    // element. For each row a warp writes 32 neighbouring columns (coalesced).
     const int L = nb * OH * OW;
     const int rows = C * KH * KW;
-    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
-        const int j = r % KW, i = (r / KW) % KH, c = r / (KW * KH);
-        const int dh = i * DH - PT, dw = j * DW - PL;
-        const T* xc = x + ((long long)n0 * C + c) * H * W;
-        const long long image = (long long)C * H * W;
-        T* out = cols + (long long)r * L;
-        for (int col = blockIdx.x * blockDim.x + threadIdx.x; col < L; col += blockDim.x * gridDim.x) {
-            const int ow = col % OW;
-            const int q = col / OW;
-            const int oh = q % OH, n = q / OH;
-            const int h = oh * SH + dh, w = ow * SW + dw;
-            T v = (T)0;
-            if (h >= 0 && h < H && w >= 0 && w < W) v = xc[n * image + h * W + w];
-            out[col] = v;
+    const long long image = (long long)C * H * W;
+    for (int col = blockIdx.x * blockDim.x + threadIdx.x; col < L; col += blockDim.x * gridDim.x) {
+        const int ow = col % OW;
+        const int q = col / OW;
+        const int oh = q % OH, n = q / OH;
+        const int h0 = oh * SH - PT, w0 = ow * SW - PL;
+        const T* xn = x + (long long)(n0 + n) * image;
+        for (int r0 = blockIdx.y * R; r0 < rows; r0 += gridDim.y * R) {
+            const int r1 = min(rows, r0 + R);
+            int j = r0 % KW;
+            const int t = r0 / KW;
+            int i = t % KH, c = t / KH;
+            for (int r = r0; r < r1; ++r) {
+                const int h = h0 + i * DH, w = w0 + j * DW;
+                T v = (T)0;
+                if (h >= 0 && h < H && w >= 0 && w < W) v = xn[((long long)c * H + h) * W + w];
+                cols[(long long)r * L + col] = v;
+                if (++j == KW) {
+                    j = 0;
+                    if (++i == KH) {
+                        i = 0;
+                        ++c;
+                    }
+                }
+            }
         }
     }
 }
@@ -67,9 +79,11 @@ __global__ void col2im_chunk(int total, const T* __restrict__ dcols, T* __restri
                              int n0, int nb, int C, int H, int W, int KH, int KW, int OH, int OW,
                              int SH, int SW, int PT, int PL, int DH, int DW) {
     // dx[n0 + n, c, h, w] = sum of the column entries whose tap (i, j) reads pixel (h, w): a gather,
-    // no atomics; neighbouring threads read neighbouring columns (coalesced)
+    // no atomics; neighbouring threads read neighbouring columns (coalesced). Without dilation the
+    // taps that land on the stride grid are visited directly (i = (h + PT) mod SH, then every SH-th).
     const long long L = (long long)nb * OH * OW;
     T* out = dx + (long long)n0 * C * H * W;
+    const int istep = DH == 1 ? SH : 1, jstep = DW == 1 ? SW : 1;
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += blockDim.x * gridDim.x) {
         const int w = idx % W;
         int t = idx / W;
@@ -78,23 +92,17 @@ __global__ void col2im_chunk(int total, const T* __restrict__ dcols, T* __restri
         const int c = t % C, n = t / C;
         const T* base = dcols + (long long)c * KH * KW * L + (long long)n * OH * OW;
         T acc = (T)0;
-        for (int i = 0; i < KH; ++i) {
+        for (int i = DH == 1 ? (h + PT) % SH : 0; i < KH; i += istep) {
             const int ph = h + PT - i * DH;
             if (ph < 0) break;  // ph only falls as i grows
-            int oh = ph;
-            if (SH != 1) {
-                if (ph % SH != 0) continue;
-                oh = ph / SH;
-            }
+            if (DH != 1 && ph % SH != 0) continue;
+            const int oh = ph / SH;
             if (oh >= OH) continue;
-            for (int j = 0; j < KW; ++j) {
+            for (int j = DW == 1 ? (w + PL) % SW : 0; j < KW; j += jstep) {
                 const int pw = w + PL - j * DW;
                 if (pw < 0) break;
-                int ow = pw;
-                if (SW != 1) {
-                    if (pw % SW != 0) continue;
-                    ow = pw / SW;
-                }
+                if (DW != 1 && pw % SW != 0) continue;
+                const int ow = pw / SW;
                 if (ow >= OW) continue;
                 acc += base[(long long)(i * KW + j) * L + oh * OW + ow];
             }
@@ -237,7 +245,7 @@ __global__ void lrn_backward(int total, const T* __restrict__ g, const T* __rest
 }
 """
 
-KERNEL_NAMES = ("im2col_rows", "col2im_chunk", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
+KERNEL_NAMES = ("im2col_tile", "col2im_chunk", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
                 "avg_pool_backward", "lrn_forward", "lrn_backward")
 _TYPES = {"float32": "float", "float64": "double"}
 _modules: dict = {}
@@ -248,6 +256,7 @@ _lock = threading.Lock()
 CHUNK_BYTES = 256 << 20
 _THREADS = 256
 INT_MAX = (1 << 31) - 1
+IM2COL_ROWS = 32  # column-matrix rows written per thread
 
 
 def _cupy():
@@ -294,15 +303,16 @@ def _launch(name, dtype, total, *args):
     _function(name, dtype)((blocks,), (_THREADS,), _c_args((total,) + args))
 
 
-def _launch_rows(name, dtype, rows, row_length, *args):
-    """Run kernel ``name<T>(*args)`` on a 2-D grid: blockIdx.y walks ``rows`` (grid-stride past
-    65535), the x threads walk each row's ``row_length`` elements."""
+def _launch_tiles(name, dtype, rows, row_length, rows_per_thread, *args):
+    """Run kernel ``name<T>(*args, rows_per_thread)`` on a 2-D grid: x threads walk the ``row_length``
+    columns, blockIdx.y blocks of ``rows_per_thread`` rows (both grid-stride)."""
     if rows <= 0 or row_length <= 0:
         return
     if row_length > INT_MAX:
         raise ValueError(f"cupy kernel {name}: rows of {row_length} elements, more than 2^31 - 1")
-    bx = int(min((row_length + _THREADS - 1) // _THREADS, 1024))
-    _function(name, dtype)((bx, int(min(rows, 65535))), (_THREADS,), _c_args(args))
+    bx = int(min((row_length + _THREADS - 1) // _THREADS, INT_MAX))
+    by = int(min(-(-rows // rows_per_thread), 65535))
+    _function(name, dtype)((bx, by), (_THREADS,), _c_args(args + (rows_per_thread,)))
 
 
 def _batch_slices(n, per_image):
@@ -326,8 +336,10 @@ def _im2col(x, n0, nb, kernel, stride, padding, dilation, out_hw):
     _, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
     cols = cupy.empty((c * kh * kw, nb * oh * ow), dtype=x.dtype)
-    _launch_rows("im2col_rows", x.dtype, c * kh * kw, nb * oh * ow, x, cols, int(n0), nb, c, h, w, kh, kw,
-                 oh, ow, stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1])
+    rows = c * kh * kw
+    _launch_tiles("im2col_tile", x.dtype, rows, nb * oh * ow, max(IM2COL_ROWS, -(-rows // 65535)), x, cols, int(n0),
+                  nb, c, h, w, kh, kw, oh, ow, stride[0], stride[1], padding[0][0], padding[1][0], dilation[0],
+                  dilation[1])
     return cols
 
 
