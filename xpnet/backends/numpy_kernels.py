@@ -11,6 +11,11 @@ on a CPU:
 * im2col by ``as_strided`` into a reused, cache-sized workspace, a batch chunk at a time, followed
   by one sgemm per chunk; the column matrix is never saved (backward rebuilds it), which keeps peak
   memory near the activations themselves. Few-channel inputs build the transposed matrix instead.
+* Few channels (LeNet's 1->6 and 6->16 layers): NHWC rows are a handful of values long, so such
+  stride-1 convolutions work on channel-major (C, N, H, W) planes instead, with output rows computed
+  as wide as the padded input so that every column-matrix row is one contiguous run of a plane (see
+  _PlanarConv). ReLU keeps any layout and max pooling works on the planes when they are innermost,
+  so the planes pass from one narrow convolution to the next.
 * The input gradient of a stride-1 convolution is itself a convolution (of the zero-framed output
   gradient with the flipped, transposed kernel): again im2col + sgemm, no scatter. Strided
   convolutions fold the column gradient back by one slice-add per kernel offset (col2im).
