@@ -49,8 +49,13 @@ def _close(fast, generic, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("path", ["planar", "nhwc_only"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
-def test_conv2d_fast_equals_generic(rng, case, channels_last, dtype):
+def test_conv2d_fast_equals_generic(rng, case, path, channels_last, dtype, monkeypatch):
+    # "planar": few-channel stride-1 convolutions take the channel-major planes (numpy_kernels._PlanarConv);
+    # "nhwc_only": every convolution takes the NHWC im2col path
+    if path == "nhwc_only":
+        monkeypatch.setattr(nk, "PLANAR_MAX_CHANNELS", 0)
     n, c, h, w, o, kernel, stride, padding, dilation, groups = case
     x = _layout(rng.standard_normal((n, c, h, w)).astype(dtype), channels_last)
     wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)
@@ -130,6 +135,18 @@ def test_max_pool2d_fast_equals_generic(rng, case, channels_last, dtype):
     _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
 
 
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
+def test_max_pool2d_fast_equals_generic_on_channel_major_planes(rng, case):
+    kernel, stride, pad, dilation, out = _pool_geometry(case)
+    x = np.ascontiguousarray(rng.integers(0, 4, (3, 2) + case[5:]).astype("float32")).transpose(1, 0, 2, 3)
+    yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+    yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
+    _close(yf, yg, "float32")
+    for g in (np.ascontiguousarray(rng.standard_normal(yg.shape[::-1]).astype("float32")).transpose(3, 2, 1, 0),
+              np.ascontiguousarray(rng.standard_normal(yg.shape).astype("float32"))):
+        _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), "float32")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("case", [c for c in POOL_CASES if c[3] == (1, 1)],
@@ -201,14 +218,55 @@ def test_numpy_backend_uses_registered_kernels():
 
 def test_fast_outputs_are_channels_last_and_float32(rng):
     # the layout contract that makes the next layer's im2col free
+    o = nk.PLANAR_MAX_CHANNELS + 1
     x = rng.standard_normal((2, 3, 8, 8)).astype("float32")
-    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    w = rng.standard_normal((o, 3, 3, 3)).astype("float32")
     y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     assert y.dtype == np.float32 and y.transpose(0, 2, 3, 1).flags.c_contiguous
     p, _ = nk.max_pool2d_forward(y, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (4, 4))
     assert p.dtype == np.float32 and p.transpose(0, 2, 3, 1).flags.c_contiguous
-    bn, *_ = nk.batch_norm_forward(y, np.ones(4, "float32"), np.zeros(4, "float32"), None, None, True, 1e-5)
+    bn, *_ = nk.batch_norm_forward(y, np.ones(o, "float32"), np.zeros(o, "float32"), None, None, True, 1e-5)
     assert bn.dtype == np.float32 and bn.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_few_channel_outputs_stay_channel_major(rng):
+    # a narrow stride-1 convolution writes (C, N, H, W) planes; ReLU, pooling and the backward keep them
+    x = rng.standard_normal((3, 1, 12, 12)).astype("float32")
+    w = rng.standard_normal((6, 1, 5, 5)).astype("float32")
+    y, saved = nk.conv2d_forward(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
+    assert y.transpose(1, 0, 2, 3).flags.c_contiguous
+    r, _ = nk.relu_forward(y)
+    assert r.transpose(1, 0, 2, 3).flags.c_contiguous
+    p, psaved = nk.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
+    assert p.transpose(1, 0, 2, 3).flags.c_contiguous
+    dp = nk.max_pool2d_backward(np.ascontiguousarray(p.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3), psaved)
+    assert dp.transpose(1, 0, 2, 3).flags.c_contiguous
+    w2 = rng.standard_normal((16, 6, 5, 5)).astype("float32")
+    y2, saved2 = nk.conv2d_forward(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    dx, _, _ = nk.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
+    assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_planar_conv_non_finite_values_match_generic(rng, where):
+    # the wide rows multiply zero gradients by input values past the output's width: 0 * inf must not
+    # reach dW, nor an infinite weight's 0 * inf the input gradient
+    x = rng.standard_normal((2, 2, 7, 7))
+    w = rng.standard_normal((3, 2, 3, 3))
+    if where == "input":
+        x[0, 1, 3, 6] = np.inf
+        x[1, 0, 6, 5] = np.nan
+    else:
+        w[1, 0, 2, 2] = np.inf
+    args = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    assert nk._planar_conv(w, (1, 1), 1)
+    g = rng.standard_normal((2, 3, 5, 5))
+    with np.errstate(invalid="ignore"):
+        _, sf = nk.conv2d_forward(x, w, None, *args)
+        _, sg = conv_mod.conv2d_forward_generic(x, w, None, *args)
+        for a, b in zip(nk.conv2d_backward(g, sf, (True, True, False))[:2],
+                        conv_mod.conv2d_backward_generic(g, sg, (True, True, False))[:2]):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")

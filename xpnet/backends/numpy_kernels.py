@@ -11,6 +11,11 @@ on a CPU:
 * im2col by ``as_strided`` into a reused, cache-sized workspace, a batch chunk at a time, followed
   by one sgemm per chunk; the column matrix is never saved (backward rebuilds it), which keeps peak
   memory near the activations themselves. Few-channel inputs build the transposed matrix instead.
+* Few channels (LeNet's 1->6 and 6->16 layers): NHWC rows are a handful of values long, so such
+  stride-1 convolutions work on channel-major (C, N, H, W) planes instead, with output rows computed
+  as wide as the padded input so that every column-matrix row is one contiguous run of a plane (see
+  _PlanarConv). ReLU keeps any layout and max pooling works on the planes when they are innermost,
+  so the planes pass from one narrow convolution to the next.
 * The input gradient of a stride-1 convolution is itself a convolution (of the zero-framed output
   gradient with the flipped, transposed kernel): again im2col + sgemm, no scatter. Strided
   convolutions fold the column gradient back by one slice-add per kernel offset (col2im).
@@ -334,8 +339,10 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     og = o // groups
     oh, ow = _output_size((h, wd), (kh, kw), stride, padding, dilation)
-    xh = _nhwc(x)
     saved = (x, w, (oh, ow), stride, padding, dilation, groups)
+    if _planar_conv(w, stride, groups):
+        return _planar_conv_forward(x, w, b, padding, dilation), saved
+    xh = _nhwc(x)
     shared = _shared_padded(xh.shape, padding, x.dtype, "conv_xpad")
     wmats = _group_weights(w, groups)
     y = np.empty((n, oh, ow, o), dtype=x.dtype)
@@ -360,6 +367,15 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
 
 @register_kernel("numpy", "conv2d_backward")
 def conv2d_backward(g, saved, needs):
+    """The backward of conv2d_forward: on channel-major planes where the forward ran there (see
+    _PlanarConv), else in NHWC (see _nhwc_conv_backward)."""
+    _, w, _, stride, _, _, groups = saved
+    if _planar_conv(w, stride, groups):
+        return _planar_conv_backward(g, saved, needs)
+    return _nhwc_conv_backward(g, saved, needs)
+
+
+def _nhwc_conv_backward(g, saved, needs):
     """dW = sum over images of X_col^T G (each worker sums its images, then the partial sums add),
     db = column sums of G, dX as a stride-1 convolution or by col2im (see the helpers below)."""
     x, w, (oh, ow), stride, padding, dilation, groups = saved
@@ -495,6 +511,172 @@ class _Col2ImInputGrad:
         return _nchw(self.dxpad[:, pt:pt + h, pl:pl + wd])
 
 
+# -- few-channel convolution on channel-major planes ----------------------------------------------
+# both channel counts at most this: such narrow convolutions are bound by im2col's short copies and
+# by GEMMs a few columns wide in NHWC, not by arithmetic (LeNet's 1->6 and 6->16 layers)
+PLANAR_MAX_CHANNELS = 32
+
+
+def _planar_conv(w, stride, groups):
+    """Whether a convolution runs on channel-major planes (see _PlanarConv)."""
+    return (groups == 1 and tuple(stride) == (1, 1)
+            and w.shape[0] <= PLANAR_MAX_CHANNELS and w.shape[1] <= PLANAR_MAX_CHANNELS)
+
+
+class _PlanarConv:
+    """A stride-1, one-group convolution on channel-major planes with wide output rows.
+
+    The zero-framed input lives in a (C, N, Hp + 1, Wp) buffer: one plane per (channel, image) and a
+    spare zero row. Every output row is computed Wp wide instead of OW, so that output (p, q) of
+    image n meets kernel offset (i, j) at plane position (p + i D_h) Wp + (q + j D_w): for each
+    (c, i, j, n) the OH * Wp outputs read ONE contiguous run of the plane, starting at
+    i D_h Wp + j D_w. The column matrix X_col (C kH kW, N OH Wp), rows in W's own (c, i, j) order, is
+    thus a copy of long runs, and Y = W_mat X_col (W_mat = W as (O, C kH kW)) comes out channel-major.
+    The Wp - OW extra outputs of a row are dropped (forward) or get a zero gradient (backward); the
+    spare row keeps the last row's extra reads inside its plane.
+    """
+
+    def __init__(self, x, w, padding, dilation):
+        self.n, self.c, self.h, self.w = x.shape
+        self.o, _, kh, kw = w.shape
+        (self.pt, pb), (self.pl, pr) = padding
+        self.hp, self.wp = self.h + self.pt + pb, self.w + self.pl + pr
+        self.kernel, self.dilation = (kh, kw), dilation
+        self.oh, self.ow = self.hp - dilation[0] * (kh - 1), self.wp - dilation[1] * (kw - 1)
+        self.row = self.oh * self.wp  # wide outputs per image
+        self.plane = (self.hp + 1) * self.wp
+        self.ckk = self.c * kh * kw
+        self.wmat = w.reshape(self.o, self.ckk)
+        self.x, self.dtype = x, x.dtype
+        self.xpad = None
+
+    def frame_input(self, n0, n1):
+        """Images [n0, n1) of x into their zero-framed planes (the buffer is shared by the workers)."""
+        if self.xpad is None:
+            raise RuntimeError("frame_input before share_input")
+        _frame_into(self.xpad[:, n0:n1].transpose(1, 2, 3, 0), _nhwc(self.x[n0:n1]), self.pt, self.pl)
+
+    def share_input(self):
+        self.xpad = _workspace("planar_xpad", (self.c, self.n, self.hp + 1, self.wp), self.dtype)
+
+    def runs(self, buf, writeable=False):
+        """(C, kH, kW, N, OH Wp) view of plane buffer ``buf``: [c, i, j, n] is the run of plane (c, n)
+        that offset (i, j) meets (made once per call: as_strided costs microseconds)."""
+        it = buf.itemsize
+        (dh, dw), wp, plane = self.dilation, self.wp, self.plane
+        return as_strided(buf, (self.c,) + self.kernel + (self.n, self.row),
+                          (self.n * plane * it, dh * wp * it, dw * it, plane * it, it), writeable=writeable)
+
+    def columns(self, runs, a, z):
+        """X_col of images [a, z): (C kH kW, (z - a) OH Wp), copied from ``runs`` into a workspace."""
+        cols = _workspace("planar_cols", (self.c,) + self.kernel + (z - a, self.row), self.dtype)
+        np.copyto(cols, runs[:, :, :, a:z])
+        return cols.reshape(self.ckk, -1)
+
+    def fold(self, runs, dcols, a, z):
+        """col2im: add offset (i, j)'s rows of dX_col (C kH kW, (z - a) OH Wp) into its runs of the
+        zero-started planes (``runs`` of the dx buffer); one add of contiguous runs per offset."""
+        kh, kw = self.kernel
+        parts = dcols.reshape(self.c, kh, kw, z - a, self.row)
+        for i in range(kh):
+            for j in range(kw):
+                target = runs[:, i, j, a:z]
+                np.add(target, parts[:, i, j], out=target)
+
+    def chunk(self, count):
+        return _chunk(count, self.row, self.ckk + self.o, self.dtype.itemsize)
+
+
+def _planar_conv_forward(x, w, b, padding, dilation):
+    """y (N, O, OH, OW) over channel-major (O, N, OH, OW) memory; the batch split over the workers."""
+    pc = _PlanarConv(x, w, padding, dilation)
+    pc.share_input()
+    o, n, oh, ow = pc.o, pc.n, pc.oh, pc.ow
+    y = np.empty((o, n, oh, ow), dtype=x.dtype)
+    bias = None if b is None else b.reshape(o, 1, 1, 1)
+
+    runs = pc.runs(pc.xpad)
+
+    def work(n0, n1):
+        pc.frame_input(n0, n1)
+        step = pc.chunk(n1 - n0)
+        for a in range(n0, n1, step):
+            z = min(n1, a + step)
+            wide = _workspace("planar_out", (o, z - a, oh, pc.wp), x.dtype)
+            np.matmul(pc.wmat, pc.columns(runs, a, z), out=wide.reshape(o, -1))
+            if bias is None:
+                np.copyto(y[:, a:z], wide[..., :ow])
+            else:
+                np.add(wide[..., :ow], bias, out=y[:, a:z])
+
+    _parallel(work, n, blas=True, elements=n * pc.row * (pc.ckk + o))
+    return y.transpose(1, 0, 2, 3)
+
+
+def _planar_conv_backward(g, saved, needs):
+    """Backward of _planar_conv_forward, with G_w = dL/dy in wide rows, (O, N OH Wp), zero in the extra
+    columns:
+        dL/dW_mat = G_w X_col^T      dL/db = G_w 1      dX_col = W_mat^T G_w, folded back by one add
+    of contiguous runs per kernel offset (col2im on the planes; a stride-1 convolution has no other
+    overlap to handle). The zero extra columns make the wide rows contribute exactly the true sums.
+    A non-finite input value met only by an extra column would turn 0 * inf into NaN in dW, so a
+    non-finite dW is recomputed in NHWC; with a non-finite W, dx is folded from the exact columns."""
+    x, w, _, _, padding, dilation, _ = saved
+    need_x, need_w, need_b = needs
+    finite_w = bool(np.isfinite(w).all()) if need_x else True
+    pc = _PlanarConv(x, w, padding, dilation)
+    o, n, c, oh, ow, wp = pc.o, pc.n, pc.c, pc.oh, pc.ow, pc.wp
+    if need_w:
+        pc.share_input()
+    gw = _workspace("planar_grad", (o, n, oh, wp), g.dtype)
+    fold_x = need_x and finite_w
+    dxpad = _workspace("planar_dxpad", (c, n, pc.hp + 1, wp), g.dtype) if fold_x else None
+    dx = np.empty((c, n, pc.h, pc.w), dtype=g.dtype) if fold_x else None
+    wmat_t = pc.wmat.T
+    x_runs = pc.runs(pc.xpad) if need_w else None
+    dx_runs = pc.runs(dxpad, writeable=True) if fold_x else None
+
+    def work(n0, n1):
+        _frame_into(gw[:, n0:n1].transpose(1, 2, 3, 0), _nhwc(g[n0:n1]), 0, 0)
+        db_part = _column_sums(gw[:, n0:n1].reshape(o, -1).T) if need_b else None
+        dw_part = None
+        if need_w:
+            pc.frame_input(n0, n1)
+            dw_part = np.zeros((o, pc.ckk), dtype=g.dtype)
+        if fold_x:
+            dxpad[:, n0:n1] = 0
+        step = pc.chunk(n1 - n0)
+        for a in range(n0, n1, step):
+            z = min(n1, a + step)
+            grad = gw[:, a:z].reshape(o, -1)
+            if need_w:
+                part = _workspace("planar_dw", (o, pc.ckk), g.dtype)
+                np.matmul(grad, pc.columns(x_runs, a, z).T, out=part)
+                np.add(dw_part, part, out=dw_part)
+            if fold_x:
+                dcols = _workspace("planar_dcols", (pc.ckk, (z - a) * pc.row), g.dtype)
+                np.matmul(wmat_t, grad, out=dcols)
+                pc.fold(dx_runs, dcols, a, z)
+        if fold_x:
+            np.copyto(dx[:, n0:n1], dxpad[:, n0:n1, pc.pt:pc.pt + pc.h, pc.pl:pc.pl + pc.w])
+        return db_part, dw_part
+
+    results = _parallel(work, n, blas=True, elements=n * pc.row * (pc.ckk + o))
+    db = _sum_partials([r[0] for r in results]) if need_b else None
+    dw = _sum_partials([r[1] for r in results]).reshape(w.shape) if need_w else None
+    if fold_x:
+        dx = dx.transpose(1, 0, 2, 3)
+    if need_w and not np.isfinite(dw).all():
+        dw = _nhwc_conv_backward(g, saved, (False, True, False))[1]
+    if need_x and not fold_x:  # col2im of the exact columns only: the generic path's products and sums
+        fold = _Col2ImInputGrad(np.ascontiguousarray(_nhwc(g)).reshape(-1, o), w, x.shape, (oh, ow), (1, 1),
+                                padding, dilation, 1)
+        fold(0, n)
+        dx = fold.result()
+    return dx, dw, db
+
+
+
 # -- pooling ----------------------------------------------------------------------------------
 def _pool_views(xpad, kernel, stride, dilation, out_hw):
     """One (N, OH, OW, C) strided view of NHWC ``xpad`` per kernel offset, in (i, j) order."""
@@ -537,13 +719,42 @@ def _max_pool_part(views, y, arg, exact_nan):
         np.maximum(arg, step, out=arg)
 
 
+def _pool_layout(x):
+    """(images, perm): the 4-D (batch, H, W, channels) array the pooling kernels work on, and what
+    maps results back (see _from_pool_layout). In general x's NHWC view (perm None); when H and W
+    are innermost in memory (NCHW, or the channel-major planes of the few-channel convolution) each
+    (H, W) plane is an image of one channel, (P, H, W, 1) in memory order: the offsets' views then
+    run along image rows instead of hopping over the channels, and the output keeps x's layout."""
+    flat, perm = _memory_order(x)
+    if flat is not None and perm[2:] == [2, 3]:
+        return flat.reshape(-1, x.shape[2], x.shape[3], 1), perm
+    return _nhwc(x), None
+
+
+def _from_pool_layout(images, perm, shape):
+    """An (N, C, H', W') array from pooling-layout ``images`` (see _pool_layout); ``shape`` is x's."""
+    if perm is None:
+        return _nchw(images)
+    lead = tuple(shape[d] for d in perm[:2])
+    return _unpermute(images.reshape(lead + images.shape[1:3]), perm)
+
+
+def _to_pool_layout(g, perm):
+    """The gradient in the layout _pool_layout chose for the forward input (a copy where g differs)."""
+    if perm is None:
+        return _nhwc(g)
+    moved = g.transpose(perm)
+    return moved.reshape(-1, g.shape[2], g.shape[3], 1)
+
+
 @register_kernel("numpy", "max_pool2d_forward")
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
-    """Running max over kernel offsets in NHWC, the batch split over the workers; the winning offset
-    (the first maximum; a NaN wins, as in PyTorch) is kept as uint8 for backward."""
-    n, c, h, w = x.shape
+    """Running max over kernel offsets in NHWC or on (H, W) planes (see _pool_layout), the images
+    split over the workers; the winning offset (the first maximum; a NaN wins, as in PyTorch) is kept
+    as uint8 for backward."""
+    xh, perm = _pool_layout(x)
+    n, h, w, c = xh.shape
     hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
-    xh = _nhwc(x)
     (pt, _), (pl, _) = padding
     framed = _workspace("pool_xpad", (n, hp, wp, c), x.dtype) if (hp, wp) != (h, w) else None
     oh, ow = out_hw
@@ -558,16 +769,19 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
             _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=True)
 
     _parallel(work, n, elements=x.size)
-    saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp))
-    return _nchw(y), saved
+    saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp), perm)
+    return _from_pool_layout(y, perm, x.shape), saved
 
 
 @register_kernel("numpy", "max_pool2d_backward")
 def max_pool2d_backward(g, saved):
     """Each offset's view of dx takes g where that offset won: one masked multiply per offset when the
-    windows tile the input exactly, a masked multiply-add otherwise (windows may overlap)."""
-    arg, (n, c, h, w), kernel, stride, padding, dilation, out_hw, (hp, wp) = saved
-    gh = _nhwc(g)
+    windows tile the input exactly, a masked multiply-add otherwise (windows may overlap). dx has the
+    forward input's layout."""
+    arg, shape, kernel, stride, padding, dilation, out_hw, (hp, wp), perm = saved
+    h, w = shape[2:]
+    n, c = arg.shape[0], arg.shape[3]
+    gh = _to_pool_layout(g, perm)
     tiles = (dilation == (1, 1) and tuple(stride) == tuple(kernel)
              and (hp, wp) == (out_hw[0] * kernel[0], out_hw[1] * kernel[1]))
     dx = (np.empty if tiles else np.zeros)((n, hp, wp, c), dtype=g.dtype)
@@ -586,7 +800,7 @@ def max_pool2d_backward(g, saved):
 
     _parallel(work, n, elements=dx.size)
     (pt, _), (pl, _) = padding
-    return _nchw(dx[:, pt:pt + h, pl:pl + w])
+    return _from_pool_layout(dx[:, pt:pt + h, pl:pl + w], perm, shape)
 
 
 def _avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad, dtype):
