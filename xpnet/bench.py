@@ -2,8 +2,10 @@
 
 Both frameworks run in this one process on identical architectures, weights, batches and
 optimizer (SGD, momentum 0.9), float32. After warm-up, rounds alternate between the two so that
-machine noise hits both alike; each round times ``steps`` full training steps (forward, loss,
-backward, optimizer step). Printed: median images/s of each, the ratio xpnet/PyTorch, and peak
+machine noise hits both alike; each round runs one untimed step (it absorbs the switch: this
+framework's threads waking up, the other's BLAS/OpenMP threads still spinning) and then times
+``steps`` full training steps (forward, loss, backward, optimizer step), by default as many as
+make a round last ``--min-round`` seconds, so that each figure is a steady-state speed. Printed: median images/s of each, the ratio xpnet/PyTorch, and peak
 memory (on CPU the resident-set high-water of a child process that runs only that framework's
 workload; on GPU the CuPy pool high-water against torch.cuda.max_memory_allocated). JSON goes to
 ``--json``.
@@ -12,6 +14,7 @@ workload; on GPU the CuPy pool high-water against torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -150,7 +153,12 @@ class _Runner:
         self.opt.step()
         return loss
 
-    def timed(self, steps):
+    def timed(self, steps, lead_in=1):
+        """Images/s over ``steps`` steps, after ``lead_in`` untimed ones: the first step after the
+        other framework's round pays for waking this one's threads and for the other's threads
+        still spinning, which is not the steady-state speed of either."""
+        for _ in range(lead_in):
+            self.step()
         self.sync()
         start = time.perf_counter()
         for _ in range(steps):
@@ -236,7 +244,14 @@ def _set_precision(device, tf32):
     return "tf32" if tf32 else "float32 (TF32 off in both)"
 
 
-def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False):
+def _steps_for(runners, min_round):
+    """Steps per round so that the slower framework's round lasts about ``min_round`` seconds."""
+    slowest = max(runners[fw].batch / runners[fw].timed(1, lead_in=0) for fw in runners)
+    return max(3, min(200, math.ceil(min_round / max(slowest, 1e-6))))
+
+
+def run(workloads, rounds=5, steps=None, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False,
+        settle=0.0, min_round=0.5):
     import torch
 
     import xpnet
@@ -253,24 +268,27 @@ def run(workloads, rounds=5, steps=3, warmup=2, device="cpu", memory=True, strea
             for _ in range(warmup):
                 r.step()
         speeds = {"xpnet": [], "torch": []}
+        n_steps = steps if steps else _steps_for(runners, min_round)
         for _ in range(rounds):
             for fw in ("xpnet", "torch"):
-                speeds[fw].append(runners[fw].timed(steps))
+                time.sleep(settle)
+                speeds[fw].append(runners[fw].timed(n_steps))
         med = {fw: statistics.median(v) for fw, v in speeds.items()}
         mem = {"xpnet": None, "torch": None}
         if memory:
             if device == "gpu":
-                mem = {fw: _gpu_peak(runners[fw], fw, steps) for fw in runners}
+                mem = {fw: _gpu_peak(runners[fw], fw, 3) for fw in runners}
             else:
                 del runners
-                mem = {fw: _peak_memory_child(fw, name, warmup + steps, device) for fw in ("xpnet", "torch")}
+                mem = {fw: _peak_memory_child(fw, name, warmup + 3, device) for fw in ("xpnet", "torch")}
         ratio = med["xpnet"] / med["torch"]
         mem_ratio = (mem["xpnet"] / mem["torch"]) if mem["xpnet"] and mem["torch"] else None
         batch = WORKLOADS[name][2]
         print(f"{name:16s} {batch:5d} {med['xpnet']:12.1f} {med['torch']:12.1f} {ratio:6.2f} "
               f"{mem['xpnet'] or float('nan'):10.1f} {mem['torch'] or float('nan'):10.1f} "
               f"{mem_ratio or float('nan'):9.2f}", file=stream, flush=True)
-        results.append({"workload": name, "batch": batch, "xpnet_images_per_s": med["xpnet"],
+        results.append({"workload": name, "batch": batch, "steps_per_round": n_steps,
+                        "xpnet_images_per_s": med["xpnet"],
                         "torch_images_per_s": med["torch"], "ratio": ratio, "xpnet_rounds": speeds["xpnet"],
                         "torch_rounds": speeds["torch"], "xpnet_peak_mib": mem["xpnet"],
                         "torch_peak_mib": mem["torch"], "memory_ratio": mem_ratio})
@@ -292,9 +310,13 @@ def _add_arguments(parser):
                         help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: the CPU set, "
                              "or all on a GPU)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3, help="training steps timed per round")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps timed per round (default: enough for --min-round seconds)")
+    parser.add_argument("--min-round", type=float, default=0.5,
+                        help="seconds a round lasts at least when --steps is not given")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--settle", type=float, default=0.0, help="seconds of pause before each timed round")
     parser.add_argument("--tf32", action="store_true", help="GPU: let both frameworks use TF32 for float32 "
                         "GEMMs and convolutions (default: strict float32 in both)")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
@@ -314,7 +336,8 @@ def _main_args(args) -> int:
     if unknown:
         print(f"xpnet bench: unknown workload(s) {unknown}; choose from {list(WORKLOADS)}", file=sys.stderr)
         return 2
-    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory, tf32=args.tf32)
+    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory, tf32=args.tf32,
+                 settle=args.settle, min_round=args.min_round)
     with open(args.json, "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"wrote {args.json}")

@@ -335,6 +335,7 @@ def test_relu_backward_fast_path_equals_generic(dtype):
 def test_relu_fast_paths_equal_generic_in_blocks(dtype, channels_last, monkeypatch):
     monkeypatch.setattr(nk, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
     monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
+    monkeypatch.setattr(nk, "ELEMENTWISE_PARALLEL_MIN", 256)
     gen = np.random.default_rng(5)
     x = _layout(gen.standard_normal((4, 6, 9, 11)).astype(dtype), channels_last)
     x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]

@@ -83,7 +83,7 @@ def run_xpnet(name, options, steps=STEPS, params=None, optimizer=None):
     for _ in range(steps):
         set_grads(w, c, sign)
         opt.step()
-        out.append((xpnet.to_numpy(w.data), xpnet.to_numpy(c.data)))
+        out.append((xpnet.to_numpy(w.data).copy(), xpnet.to_numpy(c.data).copy()))  # steps update in place
     return out
 
 
