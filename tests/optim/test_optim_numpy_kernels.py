@@ -8,6 +8,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
+from xpnet.backends import numpy_kernels as nk
 from optim_cases import A, B, C0, CASES, W0, sign_of
 
 SGD_CASES = [case for case in CASES if case[1] == "SGD"]
@@ -31,9 +32,12 @@ def trajectory(options, dtype, fused, steps=25):
         return np.stack(out), state, (w.data, c.data), arrays
 
 
+@pytest.mark.parametrize("block", [None, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", SGD_CASES, ids=[case[0] for case in SGD_CASES])
-def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype):
+def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype, block, monkeypatch):
+    if block is not None:  # parameters of 8 and 2 elements in blocks of 3: ragged last blocks
+        monkeypatch.setattr(nk, "SGD_BLOCK", block)
     assert xpnet.get_backend("numpy").kernel("sgd_step") is not None
     options = case[2]
     fast, fast_state, after, before = trajectory(options, dtype, fused=None)
@@ -56,3 +60,16 @@ def test_numpy_sgd_step_read_only_parameter_gets_a_new_array():
     optim.SGD([w], lr=0.5, momentum=0.9).step()
     np.testing.assert_array_equal(w.data, [0.5, 2.5])
     np.testing.assert_array_equal(w0, [1.0, 2.0])
+
+
+def test_numpy_sgd_step_strided_parameter_matches_generic():
+    """A non-contiguous parameter (a transposed array) takes the unblocked path, same values."""
+    out = []
+    for fused in (None, False):
+        w = xpnet.Tensor(np.asfortranarray(W0.copy()), requires_grad=True)
+        opt = optim.SGD([w], lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01, fused=fused)
+        for k in range(3):
+            w.grad = xpnet.Tensor(np.asfortranarray(W0 * (k + 1)))
+            opt.step()
+        out.append(np.array(w.data))
+    np.testing.assert_array_equal(out[0], out[1])
