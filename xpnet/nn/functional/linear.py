@@ -28,7 +28,12 @@ class Affine(Function):
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
         y = _matmul(x, w.mT)
-        return y + b if b is not None else y
+        if b is None:
+            return y
+        if y.dtype == b.dtype:
+            y += b  # y is the product's own fresh array: no second output array to allocate and fault in
+            return y
+        return y + b
 
     @staticmethod
     def backward(ctx, g):
