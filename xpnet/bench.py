@@ -250,7 +250,7 @@ def _steps_for(runners, min_round):
     return max(3, min(200, math.ceil(min_round / max(slowest, 1e-6))))
 
 
-def run(workloads, rounds=5, steps=None, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False,
+def run(workloads, rounds=7, steps=None, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False,
         settle=0.0, min_round=0.5):
     import torch
 
@@ -309,7 +309,7 @@ def _add_arguments(parser):
     parser.add_argument("--workloads", default=None,
                         help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: the CPU set, "
                              "or all on a GPU)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps timed per round (default: enough for --min-round seconds)")
     parser.add_argument("--min-round", type=float, default=0.5,
