@@ -1223,8 +1223,9 @@ def matmul(a, b):
 
 
 # -- optimizer steps ---------------------------------------------------------------------------------
-# parameters longer than this are updated block by block, each block's operations back to back while
-# it is in cache: SGD momentum is bound by memory, and 4-5 whole-array passes become about one
+# parameters longer than this are updated block by block, so the scratch stays this size (smaller
+# blocks, meant to stay in cache, measured slower on a 2-core EPYC: 16k elements 2.0 ms for the MLP's
+# 1.9M parameters against 1.5 ms for 256k; the update is bound by per-call costs there, not memory)
 SGD_BLOCK = 1 << 18
 
 
@@ -1258,10 +1259,10 @@ def _sgd_apply(w, g, buf, group, t1, t2):
 def sgd_step(w, g, state, group):
     """SGD's rule (``xpnet.optim.SGD.update``: d = ±g + λw; b ← μb + (1-τ)d; w ← w - η(b or d + μb)),
     the same NumPy operations in the same order, so the values are the generic ones bit for bit, but
-    the parameter array is updated in place (as PyTorch's ``step`` does), through reused scratch
-    buffers, and a long parameter block by block (SGD_BLOCK elements, every operation on a block
-    while it is in cache): no fresh parameter-sized arrays each step, and one pass over memory
-    instead of five. The first momentum step (b = d) runs as b = μ·0 + d, without dampening."""
+    the parameter array is updated in place (as PyTorch's ``step`` does) through reused scratch
+    buffers (a long parameter block by block, SGD_BLOCK elements): no fresh parameter-sized arrays
+    each step (generic 0.6-0.85 ms against 0.49 ms on a 1024x1024 layer). The first momentum step
+    (b = d) runs as b = μ·0 + d, without dampening."""
     rule, buf = group, None
     if group["momentum"] != 0:
         buf = state.get("momentum_buffer")
