@@ -400,6 +400,8 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
 @register_kernel("cupy", "conv2d_backward")
 @_on_array_device
 def conv2d_backward(g, saved, needs):
+    """Per batch chunk, with G as (O, n*L) and X_col the chunk's column matrix:
+        dL/dW = G X_col^T (per group)    dL/db = G 1    dX_col = W^T G, folded back by col2im."""
     cupy = _cupy()
     xc, wc, (oh, ow), stride, padding, dilation, groups, dtype = saved
     need_x, need_w, need_b = needs
@@ -549,6 +551,8 @@ def local_response_norm_forward(x, size, alpha, beta, k):
 @register_kernel("cupy", "local_response_norm_backward")
 @_on_array_device
 def local_response_norm_backward(g, saved):
+    """dL/dx_j = g_j D_j^(-beta) - (2 alpha beta / n) x_j sum_{c = j-hi}^{j+lo} g_c x_c D_c^(-beta) / D_c,
+    one thread per (image, pixel) walking the channels (see LocalResponseNormFunction)."""
     cupy = _cupy()
     xc, scale, denom, (c, hw, lo, hi, coef), dtype = saved
     gc = cupy.ascontiguousarray(g, dtype=xc.dtype)
