@@ -34,9 +34,7 @@ def host_units(key: int, offset: int, count: int):
     """The uniforms (0, 1] that the device draws for counters offset+1 .. offset+count (a reference)."""
     import numpy as np
 
-    counters = (np.arange(offset + 1, offset + count + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
-                + np.uint64(key))
-    z = counters
+    z = np.arange(offset + 1, offset + count + 1, dtype=np.uint64) * np.uint64(_GOLDEN) + np.uint64(key)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
