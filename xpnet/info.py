@@ -62,6 +62,9 @@ def info_text() -> str:
     ]
     lines += _cuda_lines()
     lines += _blas_lines()
+    from .backends import native
+
+    lines.append(f"NumPy compiled kernels: {native.status()}")
     lines.append("backends:")
     for name, reason in available_backends().items():
         lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import xpnet
+from xpnet.backends import native
 from xpnet.backends import numpy_kernels as nk
 from xpnet.nn.functional import conv as conv_mod
 from xpnet.nn.functional import norm as norm_mod
@@ -47,13 +48,23 @@ def _close(fast, generic, dtype):
     np.testing.assert_allclose(fast, generic, **TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def _native_or_skip():
+    if native.library() is None:
+        pytest.skip(f"compiled kernels: {native.status()}")
+
+
+@pytest.mark.parametrize("dtype, path", [("float64", "planar"), ("float64", "nhwc_only"), ("float32", "native"),
+                                         ("float32", "planar"), ("float32", "nhwc_only")])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("path", ["planar", "nhwc_only"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
 def test_conv2d_fast_equals_generic(rng, case, path, channels_last, dtype, monkeypatch):
-    # "planar": few-channel stride-1 convolutions take the channel-major planes (numpy_kernels._PlanarConv);
-    # "nhwc_only": every convolution takes the NHWC im2col path
+    # "native": few-channel stride-1 float32 convolutions run the compiled wide-row kernels
+    # (numpy_kernels._WideConv); "planar": those run on NumPy's channel-major planes
+    # (numpy_kernels._PlanarConv); "nhwc_only": every convolution takes the NHWC im2col path
+    if path == "native":
+        _native_or_skip()
+    else:
+        monkeypatch.setenv("XPNET_NATIVE", "0")
     if path == "nhwc_only":
         monkeypatch.setattr(nk, "PLANAR_MAX_CHANNELS", 0)
     n, c, h, w, o, kernel, stride, padding, dilation, groups = case
@@ -229,8 +240,9 @@ def test_fast_outputs_are_channels_last_and_float32(rng):
     assert bn.dtype == np.float32 and bn.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-def test_few_channel_outputs_stay_channel_major(rng):
-    # a narrow stride-1 convolution writes (C, N, H, W) planes; ReLU, pooling and the backward keep them
+def test_few_channel_outputs_stay_channel_major(rng, monkeypatch):
+    # NumPy's narrow stride-1 convolution writes (C, N, H, W) planes; ReLU, pooling and the backward keep them
+    monkeypatch.setenv("XPNET_NATIVE", "0")
     x = rng.standard_normal((3, 1, 12, 12)).astype("float32")
     w = rng.standard_normal((6, 1, 5, 5)).astype("float32")
     y, saved = nk.conv2d_forward(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
@@ -247,12 +259,28 @@ def test_few_channel_outputs_stay_channel_major(rng):
     assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
+def test_compiled_few_channel_outputs_are_nchw_contiguous(rng):
+    # the compiled kernels write NCHW; ReLU, pooling and the backward keep it
+    _native_or_skip()
+    x = rng.standard_normal((3, 1, 12, 12)).astype("float32")
+    w = rng.standard_normal((6, 1, 5, 5)).astype("float32")
+    y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
+    r, _ = nk.relu_forward(y)
+    p, psaved = nk.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
+    assert y.flags.c_contiguous and r.flags.c_contiguous and p.flags.c_contiguous
+    w2 = rng.standard_normal((16, 6, 5, 5)).astype("float32")
+    y2, saved2 = nk.conv2d_forward(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    dx, _, _ = nk.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
+    assert y2.flags.c_contiguous and dx.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_planar_conv_non_finite_values_match_generic(rng, where):
+def test_planar_conv_non_finite_values_match_generic(rng, where, dtype):
     # the wide rows multiply zero gradients by input values past the output's width: 0 * inf must not
-    # reach dW, nor an infinite weight's 0 * inf the input gradient
-    x = rng.standard_normal((2, 2, 7, 7))
-    w = rng.standard_normal((3, 2, 3, 3))
+    # reach dW, nor an infinite weight's 0 * inf the input gradient (float32: the compiled kernels)
+    x = rng.standard_normal((2, 2, 7, 7)).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(dtype)
     if where == "input":
         x[0, 1, 3, 6] = np.inf
         x[1, 0, 6, 5] = np.nan
@@ -260,13 +288,13 @@ def test_planar_conv_non_finite_values_match_generic(rng, where):
         w[1, 0, 2, 2] = np.inf
     args = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)
     assert nk._planar_conv(w, (1, 1), 1)
-    g = rng.standard_normal((2, 3, 5, 5))
+    g = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
     with np.errstate(invalid="ignore"):
         _, sf = nk.conv2d_forward(x, w, None, *args)
         _, sg = conv_mod.conv2d_forward_generic(x, w, None, *args)
         for a, b in zip(nk.conv2d_backward(g, sf, (True, True, False))[:2],
                         conv_mod.conv2d_backward_generic(g, sg, (True, True, False))[:2]):
-            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+            np.testing.assert_allclose(a, b, **TOL[dtype])
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")

@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import native
 from .base import register_kernel
 
 # A batch chunk's column matrix is kept near this size so that im2col's output is still in cache
@@ -591,8 +592,138 @@ class _PlanarConv:
         return _chunk(count, self.row, self.ckk + self.o, self.dtype.itemsize)
 
 
+def _round_up(v, m):
+    return -(-v // m) * m
+
+
+class _WideConv:
+    """Geometry of the compiled few-channel convolution (csrc/conv_wide.c), float32 only.
+
+    Each image's zero-framed channels are planes of row width Wp, ``plane`` elements apart (an
+    (N, C, plane) buffer); the output is computed Wp wide per row, P = OH Wp positions, rounded up
+    to ``p16`` for the 16-wide vector loops, so output (r, s) is wide position r Wp + s and kernel
+    offset (i, j) is tap offset i D_h Wp + j D_w (the largest, ``reach``). The output gradient lives
+    in a (N, O, gplane) buffer, zero except G itself at ``reach`` + (r Wp + s): read from there it is
+    the wide G of the weight gradient (zero on the extra columns), read with the flipped kernel's
+    offsets it is the zero-framed G of the input gradient (a stride-1 convolution's dx is the
+    correlation of the framed G with W flipped and transposed); a row's negative column offsets wrap
+    into the previous row's zero extra columns. The input gradient is computed for the interior
+    rows only, from wide position ``q0`` = pt Wp, ``q16`` positions."""
+
+    def __init__(self, xshape, w, padding, dilation):
+        self.n, self.c, self.h, self.w = xshape
+        self.o, _, kh, kw = w.shape
+        (self.pt, pb), (self.pl, pr) = padding
+        dh, dw = dilation
+        self.hp, self.wp = self.h + self.pt + pb, self.w + self.pl + pr
+        self.oh, self.ow = self.hp - dh * (kh - 1), self.wp - dw * (kw - 1)
+        self.offsets = np.array([i * dh * self.wp + j * dw for i in range(kh) for j in range(kw)], dtype=np.int64)
+        self.reach = int(self.offsets[-1])
+        self.p = self.oh * self.wp
+        self.p16 = _round_up(self.p, 16)
+        self.plane = _round_up(max(self.hp * self.wp, self.p16 + self.reach), 8)
+        self.q0, self.q16 = self.pt * self.wp, _round_up(self.h * self.wp, 16)
+        self.gplane = _round_up(max(self.reach + self.p16, self.q0 + self.q16 + self.reach), 8)
+        self.kk = kh * kw
+
+    def taps(self, channels, plane):
+        """Offsets of the flattened (channel, i, j) taps in a buffer of ``plane``-long planes."""
+        return (np.arange(channels, dtype=np.int64)[:, None] * plane + self.offsets[None, :]).reshape(-1)
+
+    def frame_planes(self, buf, x, n0, n1):
+        """Images [n0, n1) of x into their zero-framed planes of ``buf`` (N, C, plane)."""
+        body = buf[n0:n1, :, :self.hp * self.wp].reshape(n1 - n0, self.c, self.hp, self.wp)
+        _frame_into(body.transpose(0, 2, 3, 1), _nhwc(x[n0:n1]), self.pt, self.pl)
+        buf[n0:n1, :, self.hp * self.wp:] = 0
+
+    def frame_grad(self, buf, g, n0, n1):
+        """Images [n0, n1) of G into the zero (N, O, gplane) buffer, at ``reach`` + wide position."""
+        lo, hi = self.reach, self.reach + self.p
+        buf[n0:n1, :, :lo] = 0
+        body = buf[n0:n1, :, lo:hi].reshape(n1 - n0, self.o, self.oh, self.wp)
+        _frame_into(body.transpose(0, 2, 3, 1), _nhwc(g[n0:n1]), 0, 0)
+        buf[n0:n1, :, hi:] = 0
+
+    def images_per_block(self, per_image):
+        return max(1, (256 << 10) // max(1, per_image * 4))
+
+
+def _ptr(a):
+    return a.ctypes.data
+
+
+def _native_conv_forward(lib, x, w, b, padding, dilation):
+    """y (N, O, OH, OW), NCHW-contiguous, through xp_conv_wide; the batch split over the workers."""
+    wc = _WideConv(x.shape, w, padding, dilation)
+    n, c, o = wc.n, wc.c, wc.o
+    planes = _workspace("wide_x", (n, c, wc.plane), x.dtype)
+    taps = wc.taps(c, wc.plane)
+    wmat = np.ascontiguousarray(w.reshape(o, -1))
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    y = np.empty((n, o, wc.oh, wc.ow), dtype=x.dtype)
+    step = wc.images_per_block(c * wc.plane + o * wc.p16)
+
+    def work(n0, n1):
+        wc.frame_planes(planes, x, n0, n1)
+        for a in range(n0, n1, step):
+            z = min(n1, a + step)
+            out = _workspace("wide_y", (z - a, o, wc.p16), x.dtype)
+            lib.xp_conv_wide(_ptr(planes[a]), c * wc.plane, _ptr(taps), taps.size, _ptr(wmat), o,
+                             None if bias is None else _ptr(bias), _ptr(out), o * wc.p16, wc.p16, wc.p16, z - a)
+            np.copyto(y[a:z], out[:, :, :wc.p].reshape(z - a, o, wc.oh, wc.wp)[..., :wc.ow])
+
+    _parallel(work, n, elements=n * wc.p * (c * wc.kk + o))
+    return y
+
+
+def _native_conv_backward(lib, g, saved, needs):
+    """dW through xp_conv_wide_dw, dx through xp_conv_wide over the framed G with the flipped,
+    transposed kernel (see _WideConv); db the sums of G. Each worker returns its images' partial dW."""
+    x, w, _, _, padding, dilation, _ = saved
+    need_x, need_w, need_b = needs
+    wc = _WideConv(x.shape, w, padding, dilation)
+    n, c, o, kk = wc.n, wc.c, wc.o, wc.kk
+    gbuf = _workspace("wide_g", (n, o, wc.gplane), g.dtype)
+    planes = _workspace("wide_x", (n, c, wc.plane), g.dtype) if need_w else None
+    x_taps = wc.taps(c, wc.plane)
+    g_taps = wc.taps(o, wc.gplane)
+    wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1) if need_x else None
+    dx = np.empty((n, c, wc.h, wc.w), dtype=g.dtype) if need_x else None
+    dw_block = wc.images_per_block(c * wc.plane + o * wc.gplane)
+    dx_step = wc.images_per_block(o * wc.gplane + c * wc.q16)
+
+    def work(n0, n1):
+        wc.frame_grad(gbuf, g, n0, n1)
+        db_part = dw_part = None
+        if need_b:
+            db_part = gbuf[n0:n1].sum(axis=(0, 2))
+        if need_w:
+            wc.frame_planes(planes, x, n0, n1)
+            dw_part = np.zeros((o, c * kk), dtype=g.dtype)
+            lib.xp_conv_wide_dw(_ptr(planes[n0]), c * wc.plane, _ptr(x_taps), x_taps.size,
+                                _ptr(gbuf[n0]) + wc.reach * gbuf.itemsize, o * wc.gplane, wc.gplane, o,
+                                wc.p16, n1 - n0, dw_block, _ptr(dw_part))
+        if need_x:
+            for a in range(n0, n1, dx_step):
+                z = min(n1, a + dx_step)
+                out = _workspace("wide_dx", (z - a, c, wc.q16), g.dtype)
+                lib.xp_conv_wide(_ptr(gbuf[a]) + wc.q0 * gbuf.itemsize, o * wc.gplane, _ptr(g_taps), g_taps.size,
+                                 _ptr(wflip), c, None, _ptr(out), c * wc.q16, wc.q16, wc.q16, z - a)
+                rows = out[:, :, :wc.h * wc.wp].reshape(z - a, c, wc.h, wc.wp)
+                np.copyto(dx[a:z], rows[..., wc.pl:wc.pl + wc.w])
+        return db_part, dw_part
+
+    results = _parallel(work, n, elements=n * wc.p * (c * kk + o))
+    db = _sum_partials([r[0] for r in results]) if need_b else None
+    dw = _sum_partials([r[1] for r in results]).reshape(w.shape) if need_w else None
+    return dx, dw, db
+
+
 def _planar_conv_forward(x, w, b, padding, dilation):
     """y (N, O, OH, OW) over channel-major (O, N, OH, OW) memory; the batch split over the workers."""
+    lib = native.library() if x.dtype == np.float32 else None
+    if lib is not None:
+        return _native_conv_forward(lib, x, w, b, padding, dilation)
     pc = _PlanarConv(x, w, padding, dilation)
     pc.share_input()
     o, n, oh, ow = pc.o, pc.n, pc.oh, pc.ow
@@ -628,6 +759,12 @@ def _planar_conv_backward(g, saved, needs):
     x, w, _, _, padding, dilation, _ = saved
     need_x, need_w, need_b = needs
     finite_w = bool(np.isfinite(w).all()) if need_x else True
+    lib = native.library() if g.dtype == np.float32 == x.dtype else None
+    if lib is not None and finite_w:
+        dx, dw, db = _native_conv_backward(lib, g, saved, needs)
+        if need_w and not np.isfinite(dw).all():
+            dw = _nhwc_conv_backward(g, saved, (False, True, False))[1]
+        return dx, dw, db
     pc = _PlanarConv(x, w, padding, dilation)
     o, n, c, oh, ow, wp = pc.o, pc.n, pc.c, pc.oh, pc.ow, pc.wp
     if need_w:

@@ -1,0 +1,148 @@
+/* Direct few-channel convolution on "wide rows" (float32), the compiled fast path of the NumPy
+ * backend's few-channel convolutions (see xpnet/backends/native.py and numpy_kernels._PlanarConv).
+ *
+ * Geometry. Each image's channels are planes of row width Wp (the padded input width) laid out one
+ * after another; a stride-1 convolution's output is computed Wp wide per row, so output position
+ * p = r * Wp + s (s < OW are the true outputs) meets kernel offset (i, j) at plane position
+ * p + i * Dh * Wp + j * Dw. With taps flattened over (c, i, j), every tap t is one fixed offset
+ * tap[t] = c * plane + i * Dh * Wp + j * Dw from p, so
+ *
+ *     y[n, o, p] = b[o] + sum_t W[o, t] x[n, p + tap[t]]                    (xp_conv_wide)
+ *     dW[o, t]  += sum_n sum_p G[n, o, p] x[n, p + tap[t]]                  (xp_conv_wide_dw)
+ *
+ * (G zero on the positions that are not true outputs). The input gradient is the first form again,
+ * over the zero-framed G with the flipped, transposed kernel (see native.py).
+ *
+ * Both loops keep blocks of accumulators in vector registers (GCC/Clang vector extensions: AVX2 with
+ * -march=native on x86-64, NEON on arm64): the forward loop 4 output channels x 16 positions, the
+ * weight-gradient loop 2 output channels x 4 taps x 8 positions. Callers pad every buffer so that
+ * the loops may run past P to the next multiple of 16 (P itself is rounded up by the caller).
+ */
+#include <stddef.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+#define XP_INLINE static inline __attribute__((always_inline))
+
+XP_INLINE v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+XP_INLINE void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+XP_INLINE v8 splat8(float s) { v8 v = {s, s, s, s, s, s, s, s}; return v; }
+XP_INLINE float hsum8(v8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* OB (1-4, a constant after inlining) output channels at 16 positions from p. */
+XP_INLINE void fwd_block(const float *x, const ptrdiff_t *tap, int T, const float *w, const float *b,
+                         float *y, ptrdiff_t y_ch, ptrdiff_t p, const int OB) {
+    v8 a0[4], a1[4];
+    for (int q = 0; q < OB; q++) {
+        a0[q] = splat8(b ? b[q] : 0.0f);
+        a1[q] = a0[q];
+    }
+    for (int t = 0; t < T; t++) {
+        const float *src = x + tap[t] + p;
+        v8 x0 = load8(src), x1 = load8(src + 8);
+        for (int q = 0; q < OB; q++) {
+            v8 wv = splat8(w[(ptrdiff_t)q * T + t]);
+            a0[q] += wv * x0;
+            a1[q] += wv * x1;
+        }
+    }
+    for (int q = 0; q < OB; q++) {
+        store8(y + q * y_ch + p, a0[q]);
+        store8(y + q * y_ch + p + 8, a1[q]);
+    }
+}
+
+/* y[n, o, p] = b[o] + sum_t w[o * T + t] x[n * x_img + tap[t] + p] for n < N, o < O, p < P
+ * (P a multiple of 16); b may be NULL. */
+void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
+                  const float *b, float *y, ptrdiff_t y_img, ptrdiff_t y_ch, ptrdiff_t P, int N) {
+    for (int n = 0; n < N; n++) {
+        const float *xn = x + n * x_img;
+        float *yn = y + n * y_img;
+        for (int o0 = 0; o0 < O; o0 += 4) {
+            const int ob = O - o0 < 4 ? O - o0 : 4;
+            const float *wo = w + (ptrdiff_t)o0 * T;
+            const float *bo = b ? b + o0 : NULL;
+            float *yo = yn + o0 * y_ch;
+            for (ptrdiff_t p = 0; p < P; p += 16) {
+                switch (ob) {
+                case 4: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 4); break;
+                case 3: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 3); break;
+                case 2: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 2); break;
+                default: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 1); break;
+                }
+            }
+        }
+    }
+}
+
+/* dw[q * T + k] += sum over the N images and P positions of g[o0 + q] x[tap[k]], for OB (1-2)
+ * channels and KB (1-4) taps, both constants after inlining. */
+XP_INLINE void dw_block(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, const float *g,
+                        ptrdiff_t g_img, ptrdiff_t g_ch, ptrdiff_t P, int N, float *dw, int T,
+                        const int OB, const int KB) {
+    v8 acc[2][4];
+    for (int q = 0; q < OB; q++)
+        for (int k = 0; k < KB; k++)
+            acc[q][k] = splat8(0.0f);
+    for (int n = 0; n < N; n++) {
+        const float *gn = g + n * g_img;
+        const float *xn = x + n * x_img;
+        for (ptrdiff_t p = 0; p < P; p += 8) {
+            v8 g0 = load8(gn + p);
+            v8 g1 = OB > 1 ? load8(gn + g_ch + p) : g0;
+            for (int k = 0; k < KB; k++) {
+                v8 xv = load8(xn + tap[k] + p);
+                acc[0][k] += g0 * xv;
+                if (OB > 1)
+                    acc[1][k] += g1 * xv;
+            }
+        }
+    }
+    for (int q = 0; q < OB; q++)
+        for (int k = 0; k < KB; k++)
+            dw[(ptrdiff_t)q * T + k] += hsum8(acc[q][k]);
+}
+
+#define XP_DW(OB, KB) dw_block(xb, x_img, tap + t0, gb + o0 * g_ch, g_img, g_ch, P, nb, dw + (ptrdiff_t)o0 * T + t0, T, OB, KB)
+
+/* dw[o * T + t] += sum_n sum_{p < P} g[n * g_img + o * g_ch + p] x[n * x_img + tap[t] + p]
+ * (P a multiple of 8). Images go in groups of `block` so that a group's planes stay in cache while
+ * every (channel, tap) block streams over them. */
+void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
+                     ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw) {
+    if (block < 1)
+        block = 1;
+    for (int n0 = 0; n0 < N; n0 += block) {
+        const int nb = N - n0 < block ? N - n0 : block;
+        const float *xb = x + n0 * x_img;
+        const float *gb = g + n0 * g_img;
+        for (int o0 = 0; o0 < O; o0 += 2) {
+            const int ob = O - o0 < 2 ? O - o0 : 2;
+            for (int t0 = 0; t0 < T; t0 += 4) {
+                const int kb = T - t0 < 4 ? T - t0 : 4;
+                if (ob == 2) {
+                    switch (kb) {
+                    case 4: XP_DW(2, 4); break;
+                    case 3: XP_DW(2, 3); break;
+                    case 2: XP_DW(2, 2); break;
+                    default: XP_DW(2, 1); break;
+                    }
+                } else {
+                    switch (kb) {
+                    case 4: XP_DW(1, 4); break;
+                    case 3: XP_DW(1, 3); break;
+                    case 2: XP_DW(1, 2); break;
+                    default: XP_DW(1, 1); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The library's interface version, checked by the loader. */
+int xp_native_version(void) { return 1; }

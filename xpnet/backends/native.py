@@ -1,0 +1,158 @@
+"""Compiled kernels for the NumPy backend, built on first use with the machine's C compiler.
+
+The C sources in ``csrc/`` are compiled once per machine (``cc -O3 -march=native``, the result
+cached under ``$XPNET_CACHE_DIR`` or ``~/.cache/xpnet``, named by a hash of the source, compiler,
+flags and CPU) and loaded with ctypes, which releases the GIL during each call, so the NumPy
+kernels' worker threads run them in parallel. Everything here is optional: with no compiler, a
+failed build, a non-float32 dtype or ``XPNET_NATIVE=0``, ``library()`` returns None and the NumPy
+kernels take their pure-NumPy paths, which the tests hold the compiled ones equal to.
+
+``status()`` says which it is (``python -m xpnet info`` prints it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+SOURCES = ("conv_wide.c",)
+VERSION = 1  # xp_native_version() of the sources here
+
+_lock = threading.Lock()
+_state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
+
+
+def enabled() -> bool:
+    return os.environ.get("XPNET_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XPNET_CACHE_DIR")
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                            "xpnet")
+    return base
+
+
+def _compiler():
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's feature flags where the system lists them."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _source_text() -> bytes:
+    here = os.path.join(os.path.dirname(__file__), "csrc")
+    return b"".join(open(os.path.join(here, name), "rb").read() for name in SOURCES)
+
+
+def _flag_sets():
+    common = ["-O3", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
+    return [common + ["-march=native"], common]
+
+
+def _build(cc: str, flags, target: str) -> str | None:
+    """Compile the sources into ``target`` (written under a temporary name, then renamed: another
+    process never sees a half-written library). Returns None or the compiler's complaint."""
+    here = os.path.join(os.path.dirname(__file__), "csrc")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        cmd = [cc, *flags, "-o", tmp, *[os.path.join(here, name) for name in SOURCES]]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            return (done.stderr or done.stdout).strip()[-400:] or f"{cc} exited {done.returncode}"
+        os.replace(tmp, target)
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib):
+    f32p, i64p = ctypes.c_void_p, ctypes.c_void_p
+    ssz, cint = ctypes.c_ssize_t, ctypes.c_int
+    lib.xp_conv_wide.argtypes = [f32p, ssz, i64p, cint, f32p, cint, f32p, f32p, ssz, ssz, ssz, cint]
+    lib.xp_conv_wide.restype = None
+    lib.xp_conv_wide_dw.argtypes = [f32p, ssz, i64p, cint, f32p, ssz, ssz, cint, ssz, cint, cint, f32p]
+    lib.xp_conv_wide_dw.restype = None
+    lib.xp_native_version.restype = cint
+
+
+def _load():
+    if sys.platform.startswith("win"):
+        return None, "no compiled kernels on Windows"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC)"
+    try:
+        source = _source_text()
+    except OSError as exc:
+        return None, f"C sources missing: {exc}"
+    reasons = []
+    for flags in _flag_sets():
+        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(flags).encode(),
+                                         _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
+        target = os.path.join(_cache_dir(), f"xpnet_native_{key}.so")
+        if not os.path.exists(target):
+            problem = _build(cc, flags, target)
+            if problem is not None:
+                reasons.append(problem)
+                continue
+        try:
+            lib = ctypes.CDLL(target)
+            _declare(lib)
+            if lib.xp_native_version() != VERSION:
+                reasons.append("stale library")
+                continue
+            return lib, f"compiled kernels loaded ({os.path.basename(cc)} {' '.join(flags[-1:])})"
+        except (OSError, AttributeError) as exc:
+            reasons.append(str(exc))
+    return None, "compiled kernels unavailable: " + "; ".join(reasons)[-300:]
+
+
+def library():
+    """The loaded kernel library, or None (see the module docstring)."""
+    if not enabled():
+        return None
+    if not _state["loaded"]:
+        with _lock:
+            if not _state["loaded"]:
+                _state["lib"], _state["reason"] = _load()
+                _state["loaded"] = True
+    return _state["lib"]
+
+
+def status() -> str:
+    if not enabled():
+        return "disabled by XPNET_NATIVE=0"
+    library()
+    return _state["reason"]
+
+
+def reset() -> None:
+    """Forget the loaded library (tests; a changed XPNET_NATIVE or XPNET_CACHE_DIR is read again)."""
+    with _lock:
+        _state.update(loaded=False, lib=None, reason="not built yet")
