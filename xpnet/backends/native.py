@@ -23,7 +23,7 @@ import tempfile
 import threading
 
 SOURCES = ("conv_wide.c",)
-VERSION = 1  # xp_native_version() of the sources here
+VERSION = 3  # xp_native_version() of the sources here
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
@@ -92,12 +92,14 @@ def _build(cc: str, flags, target: str) -> str | None:
 
 
 def _declare(lib):
-    f32p, i64p = ctypes.c_void_p, ctypes.c_void_p
-    ssz, cint = ctypes.c_ssize_t, ctypes.c_int
-    lib.xp_conv_wide.argtypes = [f32p, ssz, i64p, cint, f32p, cint, f32p, f32p, ssz, ssz, ssz, cint]
-    lib.xp_conv_wide.restype = None
-    lib.xp_conv_wide_dw.argtypes = [f32p, ssz, i64p, cint, f32p, ssz, ssz, cint, ssz, cint, cint, f32p]
-    lib.xp_conv_wide_dw.restype = None
+    ptr, ssz, cint = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
+    lib.xp_conv_wide.argtypes = [ptr, ssz, ptr, cint, ptr, cint, ptr, ssz, cint, cint, cint, cint, ptr,
+                                 ptr, ssz, ssz, cint]
+    lib.xp_conv_wide_dw.argtypes = [ptr, ssz, ptr, cint, ptr, ssz, ssz, cint, ssz, cint, cint, ptr]
+    lib.xp_frame.argtypes = [ptr, ssz, ssz, ssz, ssz, cint, cint, cint, cint, ptr, ssz, ssz, cint, ssz, cint,
+                             cint, ptr]
+    for fn in (lib.xp_conv_wide, lib.xp_conv_wide_dw, lib.xp_frame):
+        fn.restype = None
     lib.xp_native_version.restype = cint
 
 

@@ -630,19 +630,14 @@ class _WideConv:
         """Offsets of the flattened (channel, i, j) taps in a buffer of ``plane``-long planes."""
         return (np.arange(channels, dtype=np.int64)[:, None] * plane + self.offsets[None, :]).reshape(-1)
 
-    def frame_planes(self, buf, x, n0, n1):
+    def frame_planes(self, lib, buf, x, n0, n1):
         """Images [n0, n1) of x into their zero-framed planes of ``buf`` (N, C, plane)."""
-        body = buf[n0:n1, :, :self.hp * self.wp].reshape(n1 - n0, self.c, self.hp, self.wp)
-        _frame_into(body.transpose(0, 2, 3, 1), _nhwc(x[n0:n1]), self.pt, self.pl)
-        buf[n0:n1, :, self.hp * self.wp:] = 0
+        _frame(lib, x[n0:n1], buf[n0:n1], self.wp, 0, self.pt, self.pl)
 
-    def frame_grad(self, buf, g, n0, n1):
-        """Images [n0, n1) of G into the zero (N, O, gplane) buffer, at ``reach`` + wide position."""
-        lo, hi = self.reach, self.reach + self.p
-        buf[n0:n1, :, :lo] = 0
-        body = buf[n0:n1, :, lo:hi].reshape(n1 - n0, self.o, self.oh, self.wp)
-        _frame_into(body.transpose(0, 2, 3, 1), _nhwc(g[n0:n1]), 0, 0)
-        buf[n0:n1, :, hi:] = 0
+    def frame_grad(self, lib, buf, g, n0, n1, sums=None):
+        """Images [n0, n1) of G into the (N, O, gplane) buffer, at ``reach`` + wide position, zero
+        elsewhere; ``sums`` (float64, O) += the sums of G per channel."""
+        _frame(lib, g[n0:n1], buf[n0:n1], self.wp, self.reach, 0, 0, sums)
 
     def images_per_block(self, per_image):
         return max(1, (256 << 10) // max(1, per_image * 4))
@@ -650,6 +645,14 @@ class _WideConv:
 
 def _ptr(a):
     return a.ctypes.data
+
+
+def _frame(lib, src, dst, row, head, top, left, sums=None):
+    """xp_frame: each (image, channel) plane of ``src`` into its zero-framed plane of ``dst``."""
+    n, c, h, w = src.shape
+    s = [st // src.itemsize for st in src.strides]
+    lib.xp_frame(_ptr(src), *s, n, c, h, w, _ptr(dst), dst.strides[0] // dst.itemsize, dst.shape[2], row, head,
+                 top, left, None if sums is None else _ptr(sums))
 
 
 def _native_conv_forward(lib, x, w, b, padding, dilation):
@@ -661,16 +664,13 @@ def _native_conv_forward(lib, x, w, b, padding, dilation):
     wmat = np.ascontiguousarray(w.reshape(o, -1))
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((n, o, wc.oh, wc.ow), dtype=x.dtype)
-    step = wc.images_per_block(c * wc.plane + o * wc.p16)
 
     def work(n0, n1):
-        wc.frame_planes(planes, x, n0, n1)
-        for a in range(n0, n1, step):
-            z = min(n1, a + step)
-            out = _workspace("wide_y", (z - a, o, wc.p16), x.dtype)
-            lib.xp_conv_wide(_ptr(planes[a]), c * wc.plane, _ptr(taps), taps.size, _ptr(wmat), o,
-                             None if bias is None else _ptr(bias), _ptr(out), o * wc.p16, wc.p16, wc.p16, z - a)
-            np.copyto(y[a:z], out[:, :, :wc.p].reshape(z - a, o, wc.oh, wc.wp)[..., :wc.ow])
+        wc.frame_planes(lib, planes, x, n0, n1)
+        scratch = _workspace("wide_out", (o, wc.p16), x.dtype)
+        lib.xp_conv_wide(_ptr(planes[n0]), c * wc.plane, _ptr(taps), taps.size, _ptr(wmat), o,
+                         None if bias is None else _ptr(bias), wc.p16, wc.oh, wc.wp, 0, wc.ow, _ptr(scratch),
+                         _ptr(y[n0]), o * wc.oh * wc.ow, wc.oh * wc.ow, n1 - n0)
 
     _parallel(work, n, elements=n * wc.p * (c * wc.kk + o))
     return y
@@ -678,7 +678,8 @@ def _native_conv_forward(lib, x, w, b, padding, dilation):
 
 def _native_conv_backward(lib, g, saved, needs):
     """dW through xp_conv_wide_dw, dx through xp_conv_wide over the framed G with the flipped,
-    transposed kernel (see _WideConv); db the sums of G. Each worker returns its images' partial dW."""
+    transposed kernel (see _WideConv); db the sums of G, taken while framing it. Each worker
+    returns its images' partial sums."""
     x, w, _, _, padding, dilation, _ = saved
     need_x, need_w, need_b = needs
     wc = _WideConv(x.shape, w, padding, dilation)
@@ -690,31 +691,27 @@ def _native_conv_backward(lib, g, saved, needs):
     wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1) if need_x else None
     dx = np.empty((n, c, wc.h, wc.w), dtype=g.dtype) if need_x else None
     dw_block = wc.images_per_block(c * wc.plane + o * wc.gplane)
-    dx_step = wc.images_per_block(o * wc.gplane + c * wc.q16)
+    item = gbuf.itemsize
 
     def work(n0, n1):
-        wc.frame_grad(gbuf, g, n0, n1)
-        db_part = dw_part = None
-        if need_b:
-            db_part = gbuf[n0:n1].sum(axis=(0, 2))
+        db_part = np.zeros(o, dtype=np.float64) if need_b else None
+        wc.frame_grad(lib, gbuf, g, n0, n1, db_part)
+        dw_part = None
         if need_w:
-            wc.frame_planes(planes, x, n0, n1)
+            wc.frame_planes(lib, planes, x, n0, n1)
             dw_part = np.zeros((o, c * kk), dtype=g.dtype)
             lib.xp_conv_wide_dw(_ptr(planes[n0]), c * wc.plane, _ptr(x_taps), x_taps.size,
-                                _ptr(gbuf[n0]) + wc.reach * gbuf.itemsize, o * wc.gplane, wc.gplane, o,
+                                _ptr(gbuf[n0]) + wc.reach * item, o * wc.gplane, wc.gplane, o,
                                 wc.p16, n1 - n0, dw_block, _ptr(dw_part))
         if need_x:
-            for a in range(n0, n1, dx_step):
-                z = min(n1, a + dx_step)
-                out = _workspace("wide_dx", (z - a, c, wc.q16), g.dtype)
-                lib.xp_conv_wide(_ptr(gbuf[a]) + wc.q0 * gbuf.itemsize, o * wc.gplane, _ptr(g_taps), g_taps.size,
-                                 _ptr(wflip), c, None, _ptr(out), c * wc.q16, wc.q16, wc.q16, z - a)
-                rows = out[:, :, :wc.h * wc.wp].reshape(z - a, c, wc.h, wc.wp)
-                np.copyto(dx[a:z], rows[..., wc.pl:wc.pl + wc.w])
+            scratch = _workspace("wide_out", (c, wc.q16), g.dtype)
+            lib.xp_conv_wide(_ptr(gbuf[n0]) + wc.q0 * item, o * wc.gplane, _ptr(g_taps), g_taps.size, _ptr(wflip),
+                             c, None, wc.q16, wc.h, wc.wp, wc.pl, wc.w, _ptr(scratch),
+                             _ptr(dx[n0]), c * wc.h * wc.w, wc.h * wc.w, n1 - n0)
         return db_part, dw_part
 
     results = _parallel(work, n, elements=n * wc.p * (c * kk + o))
-    db = _sum_partials([r[0] for r in results]) if need_b else None
+    db = _sum_partials([r[0] for r in results]).astype(g.dtype) if need_b else None
     dw = _sum_partials([r[1] for r in results]).reshape(w.shape) if need_w else None
     return dx, dw, db
 

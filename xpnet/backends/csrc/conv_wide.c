@@ -11,11 +11,13 @@
  *     dW[o, t]  += sum_n sum_p G[n, o, p] x[n, p + tap[t]]                  (xp_conv_wide_dw)
  *
  * (G zero on the positions that are not true outputs). The input gradient is the first form again,
- * over the zero-framed G with the flipped, transposed kernel (see native.py).
+ * over the zero-framed G with the flipped, transposed kernel (see numpy_kernels._WideConv).
  *
  * Both loops keep blocks of accumulators in vector registers (GCC/Clang vector extensions: AVX2 with
  * -march=native on x86-64, NEON on arm64): the forward loop 4 output channels x 16 positions, the
- * weight-gradient loop 2 output channels x 4 taps x 8 positions. Callers pad every buffer so that
+ * weight-gradient loop 2 output channels x 5 taps x 8 positions. Each image's wide output goes to a
+ * small scratch block and only its true columns are copied out, and xp_frame builds the zero-framed
+ * planes (summing them on the way: the bias gradient). Callers pad every buffer so that
  * the loops may run past P to the next multiple of 16 (P itself is rounded up by the caller).
  */
 #include <stddef.h>
@@ -55,36 +57,83 @@ XP_INLINE void fwd_block(const float *x, const ptrdiff_t *tap, int T, const floa
     }
 }
 
-/* y[n, o, p] = b[o] + sum_t w[o * T + t] x[n * x_img + tap[t] + p] for n < N, o < O, p < P
- * (P a multiple of 16); b may be NULL. */
+/* y[n, o, r, s] = b[o] + sum_t w[o * T + t] x[n * x_img + tap[t] + r * row + col0 + s] for n < N,
+ * o < O, r < rows, s < cols: each image's wide output, P = rows * row positions rounded up to 16,
+ * goes to `scratch` (O * P16 floats) and its rows are cropped into y (NCHW strides y_img, y_ch, and
+ * cols per row). b may be NULL. */
 void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
-                  const float *b, float *y, ptrdiff_t y_img, ptrdiff_t y_ch, ptrdiff_t P, int N) {
+                  const float *b, ptrdiff_t P16, int rows, int row, int col0, int cols, float *scratch,
+                  float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N) {
     for (int n = 0; n < N; n++) {
         const float *xn = x + n * x_img;
-        float *yn = y + n * y_img;
         for (int o0 = 0; o0 < O; o0 += 4) {
             const int ob = O - o0 < 4 ? O - o0 : 4;
             const float *wo = w + (ptrdiff_t)o0 * T;
             const float *bo = b ? b + o0 : NULL;
-            float *yo = yn + o0 * y_ch;
-            for (ptrdiff_t p = 0; p < P; p += 16) {
+            float *so = scratch + o0 * P16;
+            for (ptrdiff_t p = 0; p < P16; p += 16) {
                 switch (ob) {
-                case 4: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 4); break;
-                case 3: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 3); break;
-                case 2: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 2); break;
-                default: fwd_block(xn, tap, T, wo, bo, yo, y_ch, p, 1); break;
+                case 4: fwd_block(xn, tap, T, wo, bo, so, P16, p, 4); break;
+                case 3: fwd_block(xn, tap, T, wo, bo, so, P16, p, 3); break;
+                case 2: fwd_block(xn, tap, T, wo, bo, so, P16, p, 2); break;
+                default: fwd_block(xn, tap, T, wo, bo, so, P16, p, 1); break;
                 }
             }
+        }
+        for (int o = 0; o < O; o++)
+            for (int r = 0; r < rows; r++)
+                memcpy(y + n * y_img + o * y_ch + (ptrdiff_t)r * cols, scratch + o * P16 + (ptrdiff_t)r * row + col0,
+                       (size_t)cols * sizeof(float));
+    }
+}
+
+/* Zero-framed planes: for image n < N and channel c < C, plane dst + n * d_img + c * d_plane gets
+ * `head` zeros, then rows of width `row` holding src[n, c, :, :] (H x W, element strides s_n, s_c,
+ * s_h, s_w) at row `top`, column `left`, zeros everywhere else up to d_plane. With `sums`, also
+ * sums[c] += the sum of src[n, c] (in double). */
+void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptrdiff_t s_w, int N, int C, int H,
+              int W, float *dst, ptrdiff_t d_img, ptrdiff_t d_plane, int row, ptrdiff_t head, int top, int left,
+              double *sums) {
+    for (int n = 0; n < N; n++) {
+        for (int c = 0; c < C; c++) {
+            const float *sp = src + n * s_n + c * s_c;
+            float *d = dst + n * d_img + c * d_plane;
+            ptrdiff_t at = head + (ptrdiff_t)top * row;
+            memset(d, 0, (size_t)at * sizeof(float));
+            double total = 0.0;
+            for (int r = 0; r < H; r++) {
+                float *dr = d + at + (ptrdiff_t)r * row;
+                const float *sr = sp + r * s_h;
+                memset(dr, 0, (size_t)left * sizeof(float));
+                float part = 0.0f;
+                if (s_w == 1) {
+                    memcpy(dr + left, sr, (size_t)W * sizeof(float));
+                    if (sums)
+                        for (int s = 0; s < W; s++)
+                            part += sr[s];
+                } else {
+                    for (int s = 0; s < W; s++) {
+                        dr[left + s] = sr[s * s_w];
+                        part += sr[s * s_w];
+                    }
+                }
+                total += part;
+                memset(dr + left + W, 0, (size_t)(row - left - W) * sizeof(float));
+            }
+            ptrdiff_t end = at + (ptrdiff_t)H * row;
+            memset(d + end, 0, (size_t)(d_plane - end) * sizeof(float));
+            if (sums)
+                sums[c] += total;
         }
     }
 }
 
 /* dw[q * T + k] += sum over the N images and P positions of g[o0 + q] x[tap[k]], for OB (1-2)
- * channels and KB (1-4) taps, both constants after inlining. */
+ * channels and KB (1-5) taps, both constants after inlining. */
 XP_INLINE void dw_block(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, const float *g,
                         ptrdiff_t g_img, ptrdiff_t g_ch, ptrdiff_t P, int N, float *dw, int T,
                         const int OB, const int KB) {
-    v8 acc[2][4];
+    v8 acc[2][5];
     for (int q = 0; q < OB; q++)
         for (int k = 0; k < KB; k++)
             acc[q][k] = splat8(0.0f);
@@ -108,10 +157,18 @@ XP_INLINE void dw_block(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, c
 }
 
 #define XP_DW(OB, KB) dw_block(xb, x_img, tap + t0, gb + o0 * g_ch, g_img, g_ch, P, nb, dw + (ptrdiff_t)o0 * T + t0, T, OB, KB)
+#define XP_DW_TAPS(OB)                                                                                  \
+    switch (kb) {                                                                                       \
+    case 5: XP_DW(OB, 5); break;                                                                        \
+    case 4: XP_DW(OB, 4); break;                                                                        \
+    case 3: XP_DW(OB, 3); break;                                                                        \
+    case 2: XP_DW(OB, 2); break;                                                                        \
+    default: XP_DW(OB, 1); break;                                                                       \
+    }
 
 /* dw[o * T + t] += sum_n sum_{p < P} g[n * g_img + o * g_ch + p] x[n * x_img + tap[t] + p]
  * (P a multiple of 8). Images go in groups of `block` so that a group's planes stay in cache while
- * every (channel, tap) block streams over them. */
+ * every (channel, tap) block streams over them; 2 channels x 5 taps keep 10 accumulators. */
 void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
                      ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw) {
     if (block < 1)
@@ -122,22 +179,12 @@ void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int 
         const float *gb = g + n0 * g_img;
         for (int o0 = 0; o0 < O; o0 += 2) {
             const int ob = O - o0 < 2 ? O - o0 : 2;
-            for (int t0 = 0; t0 < T; t0 += 4) {
-                const int kb = T - t0 < 4 ? T - t0 : 4;
+            for (int t0 = 0; t0 < T; t0 += 5) {
+                const int kb = T - t0 < 5 ? T - t0 : 5;
                 if (ob == 2) {
-                    switch (kb) {
-                    case 4: XP_DW(2, 4); break;
-                    case 3: XP_DW(2, 3); break;
-                    case 2: XP_DW(2, 2); break;
-                    default: XP_DW(2, 1); break;
-                    }
+                    XP_DW_TAPS(2)
                 } else {
-                    switch (kb) {
-                    case 4: XP_DW(1, 4); break;
-                    case 3: XP_DW(1, 3); break;
-                    case 2: XP_DW(1, 2); break;
-                    default: XP_DW(1, 1); break;
-                    }
+                    XP_DW_TAPS(1)
                 }
             }
         }
@@ -145,4 +192,4 @@ void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int 
 }
 
 /* The library's interface version, checked by the loader. */
-int xp_native_version(void) { return 1; }
+int xp_native_version(void) { return 3; }
