@@ -53,6 +53,16 @@ def _native_or_skip():
         pytest.skip(f"compiled kernels: {native.status()}")
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def impl(request, monkeypatch):
+    """Run a test on the compiled kernels (xpnet/backends/csrc) and on the pure-NumPy ones."""
+    if request.param == "compiled":
+        _native_or_skip()
+    else:
+        monkeypatch.setenv("XPNET_NATIVE", "0")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype, path", [("float64", "planar"), ("float64", "nhwc_only"), ("float32", "native"),
                                          ("float32", "planar"), ("float32", "nhwc_only")])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -135,7 +145,7 @@ def _pool_geometry(case):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
-def test_max_pool2d_fast_equals_generic(rng, case, channels_last, dtype):
+def test_max_pool2d_fast_equals_generic(impl, rng, case, channels_last, dtype):
     kernel, stride, pad, dilation, out = _pool_geometry(case)
     # a coarse grid of values makes ties common: both must route them to the first maximum
     x = _layout(rng.integers(0, 4, (2, 3) + case[5:]).astype(dtype), channels_last)
@@ -146,8 +156,27 @@ def test_max_pool2d_fast_equals_generic(rng, case, channels_last, dtype):
     _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
-def test_max_pool2d_fast_equals_generic_on_channel_major_planes(rng, case):
+def test_max_pool2d_nan_and_inf_windows_match_generic(impl, rng, case, channels_last, dtype):
+    # NaNs win their windows (the last NaN, as in PyTorch), -inf windows still pick a real element
+    kernel, stride, pad, dilation, out = _pool_geometry(case)
+    x = rng.integers(0, 4, (2, 3) + case[5:]).astype(dtype)
+    x[0, 0, :2, :3] = np.nan
+    x[1, 2] = -np.inf
+    x[0, 1, 1, 1::2] = np.nan
+    x = _layout(x, channels_last)
+    with np.errstate(invalid="ignore"):
+        yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+        yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
+        np.testing.assert_array_equal(yf, yg)
+        g = rng.standard_normal(yg.shape).astype(dtype)
+        _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
+def test_max_pool2d_fast_equals_generic_on_channel_major_planes(impl, rng, case):
     kernel, stride, pad, dilation, out = _pool_geometry(case)
     x = np.ascontiguousarray(rng.integers(0, 4, (3, 2) + case[5:]).astype("float32")).transpose(1, 0, 2, 3)
     yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
@@ -342,7 +371,7 @@ def test_release_workspaces_and_small_jobs(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_relu_backward_fast_path_equals_generic(dtype):
+def test_relu_backward_fast_path_equals_generic(impl, dtype):
     from xpnet.backends import numpy_kernels
 
     gen = np.random.default_rng(3)
@@ -360,7 +389,7 @@ def test_relu_backward_fast_path_equals_generic(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_relu_fast_paths_equal_generic_in_blocks(dtype, channels_last, monkeypatch):
+def test_relu_fast_paths_equal_generic_in_blocks(impl, dtype, channels_last, monkeypatch):
     monkeypatch.setattr(nk, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
     monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
     monkeypatch.setattr(nk, "ELEMENTWISE_PARALLEL_MIN", 256)
@@ -383,7 +412,7 @@ def test_relu_fast_paths_equal_generic_in_blocks(dtype, channels_last, monkeypat
     np.testing.assert_array_equal(nk.relu_backward(other, mask), np.where(mask, other, 0))
 
 
-def test_relu_forward_small_or_strided_input():
+def test_relu_forward_small_or_strided_input(impl):
     x = np.random.default_rng(6).standard_normal((3, 40, 50)).astype("float32")
     for arr in (x[:1, :2], x[:, ::2]):
         y, mask = nk.relu_forward(arr)

@@ -126,6 +126,24 @@ def test_max_pool_nan_propagates_like_torch(backend):
     assert np.array_equal(to_np(x.grad), xr.grad.numpy())
 
 
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode", [(3, 2, 1, False), (2, 3, 1, True), (3, 1, 1, False)])
+def test_max_pool_windows_of_minus_inf_route_to_an_input_element_like_torch(backend, kernel, stride, padding,
+                                                                            ceil_mode):
+    # padding never wins: a window whose input elements are all -inf sends its gradient to the first one
+    torch = pytest.importorskip("torch")
+    x_host = np.full((1, 2, 5, 4), -np.inf)
+    x_host[0, 1, 2:, 1:] = np.arange(9.0).reshape(3, 3)
+    x = tensor(backend, x_host)
+    y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    g_host = np.arange(1.0, 1.0 + np.prod(y.shape)).reshape(y.shape)
+    y.backward(arr(backend, g_host))
+    xr = torch_tensor(torch, x_host)
+    yr = torch.nn.functional.max_pool2d(xr, kernel, stride, padding, ceil_mode=ceil_mode)
+    yr.backward(torch.from_numpy(g_host))
+    assert np.array_equal(to_np(y), yr.detach().numpy())
+    assert np.array_equal(to_np(x.grad), xr.grad.numpy())
+
+
 def test_pool_gradcheck(backend, rng):
     # distinct values keep the max pool's argmax away from ties under perturbation
     x = tensor(backend, rng.permutation(2 * 2 * 6 * 5).reshape(2, 2, 6, 5) * 0.1)

@@ -22,8 +22,10 @@ import sys
 import tempfile
 import threading
 
-SOURCES = ("conv_wide.c",)
-VERSION = 3  # xp_native_version() of the sources here
+# each source with its own floating-point contraction: the convolution loops want fused multiply-adds,
+# the elementwise kernels must round each operation as the NumPy code they replace does
+SOURCES = {"conv_wide.c": "-ffp-contract=fast", "elementwise.c": "-ffp-contract=off"}
+VERSION = 5  # xp_native_version() of the sources here
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
@@ -62,33 +64,44 @@ def _cpu_signature() -> str:
 
 def _source_text() -> bytes:
     here = os.path.join(os.path.dirname(__file__), "csrc")
-    return b"".join(open(os.path.join(here, name), "rb").read() for name in SOURCES)
+    return b"".join(open(os.path.join(here, name), "rb").read() + flags.encode() for name, flags in SOURCES.items())
 
 
 def _flag_sets():
-    common = ["-O3", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
+    common = ["-O3", "-fPIC", "-std=c99"]
     return [common + ["-march=native"], common]
 
 
 def _build(cc: str, flags, target: str) -> str | None:
-    """Compile the sources into ``target`` (written under a temporary name, then renamed: another
-    process never sees a half-written library). Returns None or the compiler's complaint."""
+    """Compile each source to an object, link them into ``target`` (written under a temporary name,
+    then renamed: another process never sees a half-written library). Returns None or the
+    compiler's complaint."""
     here = os.path.join(os.path.dirname(__file__), "csrc")
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
-    os.close(fd)
-    try:
-        cmd = [cc, *flags, "-o", tmp, *[os.path.join(here, name) for name in SOURCES]]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            return (done.stderr or done.stdout).strip()[-400:] or f"{cc} exited {done.returncode}"
-        os.replace(tmp, target)
-        return None
-    except (OSError, subprocess.SubprocessError) as exc:
-        return str(exc)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(target)) as work:
+        try:
+            objects = []
+            for name, contraction in SOURCES.items():
+                obj = os.path.join(work, name + ".o")
+                problem = _run([cc, *flags, contraction, "-c", os.path.join(here, name), "-o", obj])
+                if problem:
+                    return problem
+                objects.append(obj)
+            linked = os.path.join(work, "lib.so")
+            problem = _run([cc, *flags, "-shared", "-o", linked, *objects])
+            if problem:
+                return problem
+            os.replace(linked, target)
+            return None
+        except (OSError, subprocess.SubprocessError) as exc:
+            return str(exc)
+
+
+def _run(cmd) -> str | None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return (done.stderr or done.stdout).strip()[-400:] or f"{cmd[0]} exited {done.returncode}"
+    return None
 
 
 def _declare(lib):
@@ -98,7 +111,16 @@ def _declare(lib):
     lib.xp_conv_wide_dw.argtypes = [ptr, ssz, ptr, cint, ptr, ssz, ssz, cint, ssz, cint, cint, ptr]
     lib.xp_frame.argtypes = [ptr, ssz, ssz, ssz, ssz, cint, cint, cint, cint, ptr, ssz, ssz, cint, ssz, cint,
                              cint, ptr]
-    for fn in (lib.xp_conv_wide, lib.xp_conv_wide_dw, lib.xp_frame):
+    kernels = [lib.xp_conv_wide, lib.xp_conv_wide_dw, lib.xp_frame]
+    for suffix in ("f32", "f64"):
+        fwd, bwd = getattr(lib, f"xp_relu_fwd_{suffix}"), getattr(lib, f"xp_relu_bwd_{suffix}")
+        fwd.argtypes = [ptr, ptr, ptr, ssz]
+        bwd.argtypes = [ptr, ptr, ptr, ssz]
+        pool_fwd, pool_bwd = getattr(lib, f"xp_max_pool_fwd_{suffix}"), getattr(lib, f"xp_max_pool_bwd_{suffix}")
+        pool_fwd.argtypes = [ptr, ptr, cint, cint, cint, cint, ptr, ptr, ptr] + [cint] * 10
+        pool_bwd.argtypes = [ptr, ptr, ptr, ptr, cint, cint, cint, cint, ptr, ptr] + [cint] * 7
+        kernels += [fwd, bwd, pool_fwd, pool_bwd]
+    for fn in kernels:
         fn.restype = None
     lib.xp_native_version.restype = cint
 

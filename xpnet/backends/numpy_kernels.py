@@ -890,6 +890,10 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     """Running max over kernel offsets in NHWC or on (H, W) planes (see _pool_layout), the images
     split over the workers; the winning offset (the first maximum; a NaN wins, as in PyTorch) is kept
     as uint8 for backward."""
+    channels_last = x.strides[1] == x.itemsize and x.shape[1] > 1
+    lib = native.library() if channels_last and x.dtype in _NATIVE_FLOATS and kernel[0] * kernel[1] < 256 else None
+    if lib is not None:
+        return _native_max_pool_forward(lib, x, kernel, stride, padding, dilation, out_hw)
     xh, perm = _pool_layout(x)
     n, h, w, c = xh.shape
     hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
@@ -903,12 +907,28 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
         src = xh[n0:n1] if framed is None else _frame_into(framed[n0:n1], xh[n0:n1], pt, pl, value=-np.inf)
         views = _pool_views(src, kernel, stride, dilation, out_hw)
         _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=False)
-        if not np.isfinite(np.add.reduce(y[n0:n1], axis=None)) and np.isnan(y[n0:n1]).any():
-            _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=True)
+        if not np.isfinite(np.add.reduce(y[n0:n1], axis=None)):
+            if np.isnan(y[n0:n1]).any():
+                _max_pool_part(views, y[n0:n1], arg[n0:n1], exact_nan=True)
+            if framed is not None:  # a window of -inf: its first input element wins, never the padding
+                np.copyto(arg[n0:n1], _first_inside(h, w, kernel, stride, padding, dilation, out_hw),
+                          where=y[n0:n1] == -np.inf)
 
     _parallel(work, n, elements=x.size)
     saved = (arg, x.shape, kernel, stride, padding, dilation, out_hw, (hp, wp), perm)
     return _from_pool_layout(y, perm, x.shape), saved
+
+
+def _first_inside(h, w, kernel, stride, padding, dilation, out_hw):
+    """(OH, OW, 1) uint8: each window's first kernel offset that meets the input, not the padding
+    (rows and columns are independent: the first inside row's first inside column)."""
+    def first(size, out, k, s, pad, d):
+        pos = np.arange(out)[:, None] * s - pad + np.arange(k)[None, :] * d
+        return np.argmax((pos >= 0) & (pos < size), axis=1)
+
+    rows = first(h, out_hw[0], kernel[0], stride[0], padding[0][0], dilation[0])
+    cols = first(w, out_hw[1], kernel[1], stride[1], padding[1][0], dilation[1])
+    return (rows[:, None] * kernel[1] + cols[None, :]).astype(np.uint8)[:, :, None]
 
 
 @register_kernel("numpy", "max_pool2d_backward")
@@ -916,6 +936,8 @@ def max_pool2d_backward(g, saved):
     """Each offset's view of dx takes g where that offset won: one masked multiply per offset when the
     windows tile the input exactly, a masked multiply-add otherwise (windows may overlap). dx has the
     forward input's layout."""
+    if isinstance(saved[0], str):  # ("native", ...) from _native_max_pool_forward
+        return _native_max_pool_backward(g, saved)
     arg, shape, kernel, stride, padding, dilation, out_hw, (hp, wp), perm = saved
     h, w = shape[2:]
     n, c = arg.shape[0], arg.shape[3]
@@ -939,6 +961,62 @@ def max_pool2d_backward(g, saved):
     _parallel(work, n, elements=dx.size)
     (pt, _), (pl, _) = padding
     return _from_pool_layout(dx[:, pt:pt + h, pl:pl + w], perm, shape)
+
+
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _native_kernel(lib, name, dtype):
+    return getattr(lib, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
+
+
+def _like_memory(x, shape, dtype, fill=None):
+    """A new array of logical ``shape`` with x's memory order of axes (NCHW, NHWC, channel-major...)."""
+    _, perm = _memory_order(x)
+    perm = perm or list(range(x.ndim))
+    a = (np.empty if fill is None else np.zeros)([shape[d] for d in perm], dtype=dtype)
+    return _unpermute(a, perm)
+
+
+def _nhwc_strides(a):
+    """Element strides of an (N, C, H, W) array in (N, H, W, C) order, as the C kernels take them."""
+    s = [st // a.itemsize for st in a.strides]
+    return np.array([s[0], s[2], s[3], s[1]], dtype=np.int64)
+
+
+def _native_max_pool_forward(lib, x, kernel, stride, padding, dilation, out_hw):
+    """xp_max_pool_fwd on channels-last x: y and the winning offsets (uint8) channels-last too, the
+    images over the workers."""
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    y = _nchw(np.empty((n, oh, ow, c), dtype=x.dtype))
+    arg = _nchw(np.empty((n, oh, ow, c), dtype=np.uint8))
+    xs, ys = _nhwc_strides(x), _nhwc_strides(y)
+    geometry = (kernel[0], kernel[1], stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1])
+    fwd = _native_kernel(lib, "xp_max_pool_fwd", x.dtype)
+
+    def work(n0, n1):
+        fwd(_ptr(x) + n0 * x.strides[0], _ptr(xs), n1 - n0, h, w, c, _ptr(y) + n0 * y.strides[0],
+            _ptr(arg) + n0 * arg.strides[0], _ptr(ys), oh, ow, *geometry)
+
+    _parallel(work, n, elements=x.size)
+    return y, ("native", lib, arg, x, geometry)
+
+
+def _native_max_pool_backward(g, saved):
+    """xp_max_pool_bwd: each window's g added to its winning input element; dx in x's memory order."""
+    _, lib, arg, x, geometry = saved
+    n, c, oh, ow = g.shape
+    dx = _like_memory(x, x.shape, g.dtype, fill=0)
+    gs, args, dxs = _nhwc_strides(g), _nhwc_strides(arg), _nhwc_strides(dx)
+    bwd = _native_kernel(lib, "xp_max_pool_bwd", g.dtype)
+
+    def work(n0, n1):
+        bwd(_ptr(g) + n0 * g.strides[0], _ptr(gs), _ptr(arg) + n0 * arg.strides[0], _ptr(args), n1 - n0, oh, ow,
+            c, _ptr(dx) + n0 * dx.strides[0], _ptr(dxs), *geometry[1:])
+
+    _parallel(work, n, elements=dx.size)
+    return dx
 
 
 def _avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad, dtype):
@@ -1238,8 +1316,13 @@ def relu_backward(g, mask):
     random masks ReLU makes. 0 * inf would leave NaN where the generic ``where`` leaves 0, so a
     non-finite result (seen through its sum) falls back to ``where``."""
     gflat, perm = _memory_order(g)
-    if gflat is not None and g.size >= ELEMENTWISE_PARALLEL_MIN and mask.strides == tuple(
-            s * mask.itemsize // g.itemsize for s in g.strides):
+    same_layout = gflat is not None and mask.strides == tuple(s * mask.itemsize // g.itemsize for s in g.strides)
+    lib = native.library() if same_layout and g.dtype in _NATIVE_FLOATS else None
+    if lib is not None:
+        out = np.empty(gflat.shape, dtype=g.dtype)
+        _native_elementwise(_native_kernel(lib, "xp_relu_bwd", g.dtype), gflat, mask.transpose(perm), out)
+        return _unpermute(out, perm)
+    if same_layout and g.size >= ELEMENTWISE_PARALLEL_MIN:
         # same layout: block by block over the workers, each block's sum taken while it is in cache
         out = np.empty(gflat.shape, dtype=g.dtype)
         src, msrc, dst = gflat.reshape(-1), mask.transpose(perm).reshape(-1), out.reshape(-1)
@@ -1269,6 +1352,19 @@ ELEMENTWISE_PARALLEL_MIN = 1 << 22
 # elementwise work is split into blocks this many elements long, small enough that a block read by
 # one ufunc is still in cache when the next reads it
 ELEMENTWISE_BLOCK = 1 << 17
+
+
+def _native_elementwise(fn, *arrays):
+    """fn(pointers..., count) over C-contiguous arrays of one size, split over the workers when large."""
+    size = arrays[0].size
+
+    def part(a, b):
+        fn(*[_ptr(x) + a * x.itemsize for x in arrays], b - a)
+
+    if size >= ELEMENTWISE_PARALLEL_MIN:
+        _parallel(part, size)
+    else:
+        part(0, size)
 
 
 def _memory_order(a):
@@ -1306,6 +1402,12 @@ def relu_forward(x):
     """(maximum(x, 0), x > 0) in one pass over ``x``, block by block while it is in cache, split over
     the workers; the outputs keep ``x``'s memory layout (an NCHW view of NHWC stays one)."""
     flat, perm = _memory_order(x)
+    lib = native.library() if x.dtype in _NATIVE_FLOATS and flat is not None else None
+    if lib is not None:
+        y = np.empty(flat.shape, dtype=x.dtype)
+        mask = np.empty(flat.shape, dtype=bool)
+        _native_elementwise(_native_kernel(lib, "xp_relu_fwd", x.dtype), flat, y, mask)
+        return _unpermute(y, perm), _unpermute(mask, perm)
     if flat is None or x.size < ELEMENTWISE_PARALLEL_MIN:
         return np.maximum(x, np.zeros((), dtype=x.dtype)), x > 0
     src = flat.reshape(-1)

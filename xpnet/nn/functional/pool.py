@@ -50,13 +50,23 @@ def max_pool2d_forward_generic(x, kernel, stride, padding, dilation, out_hw):
     shape_hw = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
     xpad = _framed(xp, x, shape_hw, padding[0][0], padding[1][0], -float("inf"))
     offsets = _offsets(kernel, stride, dilation, out_hw)
+    (pt, pl), dev = (padding[0][0], padding[1][0]), x.device
+    inside_rows = xp.arange(shape_hw[0], device=dev)
+    inside_rows = (inside_rows >= pt) & (inside_rows < pt + h)
+    inside_cols = xp.arange(shape_hw[1], device=dev)
+    inside_cols = (inside_cols >= pl) & (inside_cols < pl + w)
     y = xpad[:, :, offsets[0][0], offsets[0][1]]
-    arg = xp.zeros(y.shape, dtype=xp.int32, device=x.device)
+    arg = xp.zeros(y.shape, dtype=xp.int32, device=dev)
+    # whether y holds an input element yet: padding never wins, so a window of -inf still routes its
+    # gradient to its first input element, as PyTorch does
+    real = inside_rows[offsets[0][0]][:, None] & inside_cols[offsets[0][1]][None, :]
     for k, (rows, cols) in enumerate(offsets[1:], start=1):
         v = xpad[:, :, rows, cols]
-        better = (v > y) | xp.isnan(v)  # first max wins; a NaN wins as in PyTorch
+        inside = inside_rows[rows][:, None] & inside_cols[cols][None, :]
+        better = (v > y) | xp.isnan(v) | (inside & ~real)  # first max wins; a NaN wins as in PyTorch
         y = xp.where(better, v, y)
-        arg = xp.where(better, xp.asarray(k, dtype=xp.int32, device=x.device), arg)
+        arg = xp.where(better, xp.asarray(k, dtype=xp.int32, device=dev), arg)
+        real = real | inside
     return y, (arg, x.shape, kernel, stride, padding, dilation, out_hw, shape_hw)
 
 
