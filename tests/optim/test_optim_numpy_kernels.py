@@ -8,6 +8,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
+from xpnet.backends import native
 from xpnet.backends import numpy_kernels as nk
 from optim_cases import A, B, C0, CASES, W0, sign_of
 
@@ -32,12 +33,20 @@ def trajectory(options, dtype, fused, steps=25):
         return np.stack(out), state, (w.data, c.data), arrays
 
 
-@pytest.mark.parametrize("block", [None, 3])
+@pytest.mark.parametrize("impl", ["compiled", "numpy", "numpy-blocks", "compiled-split"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", SGD_CASES, ids=[case[0] for case in SGD_CASES])
-def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype, block, monkeypatch):
-    if block is not None:  # parameters of 8 and 2 elements in blocks of 3: ragged last blocks
-        monkeypatch.setattr(nk, "SGD_BLOCK", block)
+def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype, impl, monkeypatch):
+    # compiled: xp_sgd (csrc/elementwise.c); numpy: NumPy operations on scratch blocks
+    if impl.startswith("compiled"):
+        if native.library() is None:
+            pytest.skip(f"compiled kernels: {native.status()}")
+        if impl == "compiled-split":  # split over the workers
+            monkeypatch.setattr(nk, "SGD_PARALLEL_MIN", 2)
+    else:
+        monkeypatch.setenv("XPNET_NATIVE", "0")
+        if impl == "numpy-blocks":  # parameters of 8 and 2 elements in blocks of 3: ragged last blocks
+            monkeypatch.setattr(nk, "SGD_BLOCK", 3)
     assert xpnet.get_backend("numpy").kernel("sgd_step") is not None
     options = case[2]
     fast, fast_state, after, before = trajectory(options, dtype, fused=None)

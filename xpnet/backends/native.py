@@ -25,7 +25,7 @@ import threading
 # each source with its own floating-point contraction: the convolution loops want fused multiply-adds,
 # the elementwise kernels must round each operation as the NumPy code they replace does
 SOURCES = {"conv_wide.c": "-ffp-contract=fast", "elementwise.c": "-ffp-contract=off"}
-VERSION = 5  # xp_native_version() of the sources here
+VERSION = 7  # xp_native_version() of the sources here
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
@@ -119,7 +119,10 @@ def _declare(lib):
         pool_fwd, pool_bwd = getattr(lib, f"xp_max_pool_fwd_{suffix}"), getattr(lib, f"xp_max_pool_bwd_{suffix}")
         pool_fwd.argtypes = [ptr, ptr, cint, cint, cint, cint, ptr, ptr, ptr] + [cint] * 10
         pool_bwd.argtypes = [ptr, ptr, ptr, ptr, cint, cint, cint, cint, ptr, ptr] + [cint] * 7
-        kernels += [fwd, bwd, pool_fwd, pool_bwd]
+        sgd = getattr(lib, f"xp_sgd_{suffix}")
+        real = ctypes.c_float if suffix == "f32" else ctypes.c_double
+        sgd.argtypes = [ptr, ptr, ptr, ssz, real, cint, real, cint, real, real, cint, cint]
+        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd]
     for fn in kernels:
         fn.restype = None
     lib.xp_native_version.restype = cint
