@@ -25,7 +25,6 @@ import threading
 # each source with its own floating-point contraction: the convolution loops want fused multiply-adds,
 # the elementwise kernels must round each operation as the NumPy code they replace does
 SOURCES = {"conv_wide.c": "-ffp-contract=fast", "elementwise.c": "-ffp-contract=off"}
-VERSION = 7  # xp_native_version() of the sources here
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
@@ -125,7 +124,6 @@ def _declare(lib):
         kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd]
     for fn in kernels:
         fn.restype = None
-    lib.xp_native_version.restype = cint
 
 
 def _load():
@@ -151,10 +149,8 @@ def _load():
         try:
             lib = ctypes.CDLL(target)
             _declare(lib)
-            if lib.xp_native_version() != VERSION:
-                reasons.append("stale library")
-                continue
-            return lib, f"compiled kernels loaded ({os.path.basename(cc)} {' '.join(flags[-1:])})"
+            arch = "-march=native" if "-march=native" in flags else "generic"
+            return lib, f"compiled kernels loaded ({os.path.basename(cc)}, {arch}, {target})"
         except (OSError, AttributeError) as exc:
             reasons.append(str(exc))
     return None, "compiled kernels unavailable: " + "; ".join(reasons)[-300:]

@@ -190,6 +190,3 @@ void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int 
         }
     }
 }
-
-/* The library's interface version, checked by the loader. */
-int xp_native_version(void) { return 7; }
