@@ -398,26 +398,28 @@ def test_relu_fast_paths_equal_generic_in_blocks(impl, dtype, channels_last, mon
     x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]
     y, mask = nk.relu_forward(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
-    np.testing.assert_array_equal(mask, x > 0)
+    # numpy: the mask [x > 0]; compiled: y itself, which the backward reads as y > 0
+    np.testing.assert_array_equal(mask, x > 0) if impl == "numpy" else np.testing.assert_array_equal(mask, y)
     assert y.dtype == x.dtype and y.strides == x.strides and mask.shape == x.shape
     g = _layout(gen.standard_normal(x.shape).astype(dtype), channels_last)
     out = nk.relu_backward(g, mask)
-    np.testing.assert_array_equal(out, np.where(mask, g, 0))
+    np.testing.assert_array_equal(out, np.where(x > 0, g, 0))
     assert out.dtype == g.dtype and out.strides == g.strides
     # a non-finite gradient under the mask's zeros in one block gives 0 there, not NaN
-    g[~mask] = np.inf
-    np.testing.assert_array_equal(nk.relu_backward(g, mask), np.where(mask, g, 0))
+    g[~(x > 0)] = np.inf
+    np.testing.assert_array_equal(nk.relu_backward(g, mask), np.where(x > 0, g, 0))
     # a gradient laid out unlike the mask takes the whole-array path
     other = np.ascontiguousarray(g) if channels_last else _layout(np.array(g), True)
-    np.testing.assert_array_equal(nk.relu_backward(other, mask), np.where(mask, other, 0))
+    np.testing.assert_array_equal(nk.relu_backward(other, mask), np.where(x > 0, other, 0))
 
 
 def test_relu_forward_small_or_strided_input(impl):
     x = np.random.default_rng(6).standard_normal((3, 40, 50)).astype("float32")
-    for arr in (x[:1, :2], x[:, ::2]):
-        y, mask = nk.relu_forward(arr)
+    g = np.random.default_rng(7).standard_normal(x.shape).astype("float32")
+    for arr, grad in ((x[:1, :2], g[:1, :2]), (x[:, ::2], g[:, ::2])):
+        y, saved = nk.relu_forward(arr)
         np.testing.assert_array_equal(y, np.maximum(arr, 0))
-        np.testing.assert_array_equal(mask, arr > 0)
+        np.testing.assert_array_equal(nk.relu_backward(grad, saved), np.where(arr > 0, grad, 0))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -450,3 +452,15 @@ def test_matmul_fast_path_leaves_blas_thread_count(monkeypatch):
     before = nk._blas._get()
     nk.matmul(np.ones((64, 128), dtype="float32"), np.ones((128, 10), dtype="float32"))
     assert nk._blas._get() == before
+
+
+def test_relu_backward_from_the_compiled_forward_without_the_library(rng, monkeypatch):
+    # the compiled forward keeps y for the backward; switched off in between, NumPy reads y > 0
+    _native_or_skip()
+    x = rng.standard_normal((3, 4, 5, 6)).astype("float32")
+    x[0, 0, 0, :2] = [np.nan, -0.0]
+    y, saved = nk.relu_forward(x)
+    assert saved is y
+    g = rng.standard_normal(x.shape).astype("float32")
+    monkeypatch.setenv("XPNET_NATIVE", "0")
+    np.testing.assert_array_equal(nk.relu_backward(g, saved), np.where(x > 0, g, 0))

@@ -113,7 +113,7 @@ def _declare(lib):
     kernels = [lib.xp_conv_wide, lib.xp_conv_wide_dw, lib.xp_frame]
     for suffix in ("f32", "f64"):
         fwd, bwd = getattr(lib, f"xp_relu_fwd_{suffix}"), getattr(lib, f"xp_relu_bwd_{suffix}")
-        fwd.argtypes = [ptr, ptr, ptr, ssz]
+        fwd.argtypes = [ptr, ptr, ssz]
         bwd.argtypes = [ptr, ptr, ptr, ssz]
         pool_fwd, pool_bwd = getattr(lib, f"xp_max_pool_fwd_{suffix}"), getattr(lib, f"xp_max_pool_bwd_{suffix}")
         pool_fwd.argtypes = [ptr, ptr, cint, cint, cint, cint, ptr, ptr, ptr] + [cint] * 10

@@ -1318,14 +1318,18 @@ def local_response_norm_backward(g, saved):
 def relu_backward(g, mask):
     """G * [x > 0] as one multiply by the boolean mask: about ten times faster than ``where`` on the
     random masks ReLU makes. 0 * inf would leave NaN where the generic ``where`` leaves 0, so a
-    non-finite result (seen through its sum) falls back to ``where``."""
+    non-finite result (seen through its sum) falls back to ``where``. From the compiled forward,
+    ``mask`` is the output y itself (x > 0 exactly where y > 0): xp_relu_bwd selects G where y > 0."""
     gflat, perm = _memory_order(g)
     same_layout = gflat is not None and mask.strides == tuple(s * mask.itemsize // g.itemsize for s in g.strides)
-    lib = native.library() if same_layout and g.dtype in _NATIVE_FLOATS else None
-    if lib is not None:
-        out = np.empty(gflat.shape, dtype=g.dtype)
-        _native_elementwise(_native_kernel(lib, "xp_relu_bwd", g.dtype), gflat, mask.transpose(perm), out)
-        return _unpermute(out, perm)
+    if mask.dtype != np.bool_:  # the output of the compiled forward
+        lib = native.library() if same_layout and g.dtype == mask.dtype else None
+        if lib is not None:
+            out = np.empty(gflat.shape, dtype=g.dtype)
+            _native_elementwise(_native_kernel(lib, "xp_relu_bwd", g.dtype), gflat, mask.transpose(perm), out)
+            return _unpermute(out, perm)
+        mask = mask > 0
+        same_layout = False
     if same_layout and g.size >= ELEMENTWISE_PARALLEL_MIN:
         # same layout: block by block over the workers, each block's sum taken while it is in cache
         out = np.empty(gflat.shape, dtype=g.dtype)
@@ -1404,14 +1408,15 @@ def _blocks(fn, size, quiet=False):
 @register_kernel("numpy", "relu_forward")
 def relu_forward(x):
     """(maximum(x, 0), x > 0) in one pass over ``x``, block by block while it is in cache, split over
-    the workers; the outputs keep ``x``'s memory layout (an NCHW view of NHWC stays one)."""
+    the workers; the outputs keep ``x``'s memory layout (an NCHW view of NHWC stays one). Compiled:
+    (y, y), the output standing in for the mask (see relu_backward), one read and one write."""
     flat, perm = _memory_order(x)
     lib = native.library() if x.dtype in _NATIVE_FLOATS and flat is not None else None
     if lib is not None:
         y = np.empty(flat.shape, dtype=x.dtype)
-        mask = np.empty(flat.shape, dtype=bool)
-        _native_elementwise(_native_kernel(lib, "xp_relu_fwd", x.dtype), flat, y, mask)
-        return _unpermute(y, perm), _unpermute(mask, perm)
+        _native_elementwise(_native_kernel(lib, "xp_relu_fwd", x.dtype), flat, y)
+        y = _unpermute(y, perm)
+        return y, y
     if flat is None or x.size < ELEMENTWISE_PARALLEL_MIN:
         return np.maximum(x, np.zeros((), dtype=x.dtype)), x > 0
     src = flat.reshape(-1)

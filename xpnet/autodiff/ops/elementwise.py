@@ -318,14 +318,17 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0).        dL/dx = G * [x > 0]"""
+    """y = max(x, 0).        dL/dx = G * [x > 0]
+
+    A backend's ``relu_forward`` kernel returns (y, what its ``relu_backward`` needs): the mask
+    [x > 0], or y itself (y > 0 exactly where x > 0), as PyTorch keeps."""
 
     @staticmethod
     def forward(ctx, x):
         fast = backend_of(x).kernel("relu_forward")
         if fast is not None:
-            y, mask = fast(x)
-            ctx.save_for_backward(mask)
+            y, saved = fast(x)
+            ctx.save_for_backward(saved)
             return y
         ctx.save_for_backward(x > 0)
         return namespace(x).maximum(x, 0)  # maximum, not where: a NaN input stays NaN (PyTorch)

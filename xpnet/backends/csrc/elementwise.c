@@ -1,24 +1,22 @@
 /* Elementwise and pooling kernels of the NumPy backend (float32 and float64), compiled without
  * floating-point contraction: each operation rounds as the NumPy expression it replaces does.
  *
- *   xp_relu_fwd:  y = x where x > 0, NaN where x is NaN, else 0;  mask = [x > 0]
- *   xp_relu_bwd:  dx = g where mask, else 0 (the generic `where`: no 0 * inf)
+ *   xp_relu_fwd:  y = x where x > 0, NaN where x is NaN, else 0
+ *   xp_relu_bwd:  dx = g where y > 0 (that is, x > 0), else 0 (the generic `where`: no 0 * inf);
+ *                 from the output, as PyTorch does: no mask to write and keep
  *   xp_max_pool_fwd / _bwd: max pooling with the winning window offset (see below)
  */
 #include <stddef.h>
 #include <string.h>
 
-#define XP_RELU(T, SUF)                                                                                  \
-    void xp_relu_fwd_##SUF(const T *x, T *y, unsigned char *mask, ptrdiff_t n) {                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                             \
-            T v = x[i];                                                                                 \
-            y[i] = v <= (T)0 ? (T)0 : v; /* NaN compares false: it passes through */                    \
-            mask[i] = v > (T)0;                                                                         \
-        }                                                                                               \
-    }                                                                                                   \
-    void xp_relu_bwd_##SUF(const T *g, const unsigned char *mask, T *out, ptrdiff_t n) {                 \
+#define XP_RELU(T, SUF)                                                                                 \
+    void xp_relu_fwd_##SUF(const T *restrict x, T *restrict y, ptrdiff_t n) {                           \
         for (ptrdiff_t i = 0; i < n; i++)                                                               \
-            out[i] = mask[i] ? g[i] : (T)0;                                                             \
+            y[i] = x[i] <= (T)0 ? (T)0 : x[i]; /* NaN compares false: it passes through */              \
+    }                                                                                                   \
+    void xp_relu_bwd_##SUF(const T *restrict g, const T *restrict y, T *restrict out, ptrdiff_t n) {    \
+        for (ptrdiff_t i = 0; i < n; i++)                                                               \
+            out[i] = y[i] > (T)0 ? g[i] : (T)0;                                                         \
     }
 
 XP_RELU(float, f32)
