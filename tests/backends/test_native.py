@@ -87,3 +87,13 @@ def test_enabled_again_after_a_disabled_call(fresh, monkeypatch):
     assert native.library() is None
     monkeypatch.setenv("XPNET_NATIVE", "1")
     assert native.library() is not None
+
+
+def test_an_unwritable_cache_directory_leaves_the_numpy_path(fresh, monkeypatch, rng, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(blocker / "cache"))
+    native.reset()
+    assert native.library() is None
+    assert "cannot write" in native.status()
+    _check_against_generic(rng)

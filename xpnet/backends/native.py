@@ -76,8 +76,12 @@ def _build(cc: str, flags, target: str) -> str | None:
     then renamed: another process never sees a half-written library). Returns None or the
     compiler's complaint."""
     here = os.path.join(os.path.dirname(__file__), "csrc")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(target)) as work:
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        work_dir = tempfile.TemporaryDirectory(dir=os.path.dirname(target))
+    except OSError as exc:  # a cache directory we may not write: say so, keep the NumPy paths
+        return f"cannot write {os.path.dirname(target)}: {exc}"
+    with work_dir as work:
         try:
             objects = []
             for name, contraction in SOURCES.items():
