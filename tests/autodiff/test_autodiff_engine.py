@@ -233,3 +233,51 @@ def test_copy_moves_values_from_any_backend(backend):
     t.copy_(other)
     assert xpnet.backends.describe_device(t.data) == str(backend)
     np.testing.assert_array_equal(xpnet.to_numpy(t), np.ones((2, 3)))
+
+
+def _host(t):
+    return np.array(xpnet.to_numpy(t.grad))
+
+
+def test_leaf_gradients_never_alias_each_other_or_later_work(backend, rng):
+    # Add hands the same G to both leaves: each keeps its own copy
+    a = xpnet.tensor(rng.standard_normal(5), requires_grad=True)
+    b = xpnet.tensor(rng.standard_normal(5), requires_grad=True)
+    (a + b).sum().backward()
+    assert a.grad.data is not b.grad.data
+    # Affine and convolutions hand over new arrays (Function.owns_grads): a parameter's gradient
+    # stays as it was while other layers of other shapes run their backward after it
+    from xpnet import nn
+
+    xpnet.manual_seed(0)
+    lin, conv = nn.Linear(6, 4).double(), nn.Conv2d(2, 3, 3, padding=1).double()
+    x = xpnet.tensor(rng.standard_normal((2, 6)))
+    lin(x).sum().backward()
+    kept = lin.weight.grad.data
+    expected = _host(lin.weight)
+    conv(xpnet.tensor(rng.standard_normal((2, 2, 5, 5)))).sum().backward()
+    nn.Linear(6, 4).double()(xpnet.tensor(rng.standard_normal((3, 6)))).sum().backward()
+    assert lin.weight.grad.data is kept
+    np.testing.assert_array_equal(_host(lin.weight), expected)
+    # the gradient of sum(x W^T + b): dW = 1^T x, db = N; a second backward accumulates
+    np.testing.assert_allclose(expected, np.tile(xpnet.to_numpy(x).sum(0), (4, 1)), rtol=1e-12)
+    lin(x).sum().backward()
+    np.testing.assert_allclose(_host(lin.weight), 2 * expected, rtol=1e-12)
+    np.testing.assert_allclose(_host(lin.bias), np.full(4, 4.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [(1, 6), (3, 32), (20, 24)])
+def test_convolution_weight_gradients_survive_later_convolutions(rng, channels):
+    # every NumPy convolution path (compiled few-channel, planes, NHWC) returns arrays of its own
+    from xpnet import nn
+
+    c, o = channels
+    xpnet.manual_seed(1)
+    first, second = nn.Conv2d(c, o, 5, padding=2).float(), nn.Conv2d(c, o, 5, padding=2).float()
+    x = xpnet.tensor(rng.standard_normal((4, c, 12, 12)).astype("float32"))
+    first(x).sum().backward()
+    kept_w, kept_b = _host(first.weight), _host(first.bias)
+    second(xpnet.tensor(rng.standard_normal((4, c, 12, 12)).astype("float32"))).sum().backward()
+    np.testing.assert_array_equal(_host(first.weight), kept_w)
+    np.testing.assert_array_equal(_host(first.bias), kept_b)
+    np.testing.assert_allclose(kept_b, np.full(o, 4 * 144.0), rtol=1e-5)

@@ -178,10 +178,11 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
         _function.run_backward(self, grad, retain_graph=retain_graph)
 
-    def _accumulate_grad(self, g) -> None:
+    def _accumulate_grad(self, g, owned: bool = False) -> None:
         if self.grad is None:
-            # a fresh array: the caller's gradient may be a view another node still uses
-            self.grad = Tensor._wrap(g + 0)
+            # a fresh array: the caller's gradient may be a view another node still uses, unless
+            # the Function that made it declares it owned (Function.owns_grads)
+            self.grad = Tensor._wrap(g if owned else g + 0)
         else:
             self.grad = Tensor._wrap(self.grad.data + g)
 

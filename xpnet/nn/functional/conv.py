@@ -183,6 +183,8 @@ class Convolution2d(Function):
         G_y with the flipped, transposed kernel).
     """
 
+    owns_grads = True  # every kernel returns new dx, dW and db arrays (no workspace views)
+
     @staticmethod
     def forward(ctx, x, w, b, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
         unbatched = x.ndim == 3

@@ -23,6 +23,8 @@ class Affine(Function):
     Forward mode: dy = dx W^T + x dW^T + db.
     """
 
+    owns_grads = True  # dx, dW and db are new arrays (matrix products and a sum)
+
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
