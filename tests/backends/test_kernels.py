@@ -32,6 +32,9 @@ CONV_CASES = [
     (2, 1, 12, 12, 6, (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
     (2, 2, 9, 16, 3, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     (2, 1, 20, 20, 4, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    # odd output sizes and asymmetric padding: Winograd's 2x2 tiles cropped at the edges
+    (3, 5, 7, 9, 6, (3, 3), (1, 1), ((0, 2), (2, 1)), (1, 1), 1),
+    (2, 3, 5, 6, 2, (3, 3), (1, 1), ((0, 0), (1, 0)), (1, 1), 1),
 ]
 
 
@@ -64,19 +67,26 @@ def impl(request, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype, path", [("float64", "planar"), ("float64", "nhwc_only"), ("float32", "native"),
-                                         ("float32", "planar"), ("float32", "nhwc_only")])
+                                         ("float32", "planar"), ("float32", "nhwc_only"), ("float32", "winograd"),
+                                         ("float64", "winograd")])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
 def test_conv2d_fast_equals_generic(rng, case, path, channels_last, dtype, monkeypatch):
     # "native": few-channel stride-1 float32 convolutions run the compiled wide-row kernels
     # (numpy_kernels._WideConv); "planar": those run on NumPy's channel-major planes
     # (numpy_kernels._PlanarConv); "nhwc_only": every convolution takes the NHWC im2col path
-    if path == "native":
+    # "winograd": every 3x3 stride-1 convolution (forward and input gradient) runs as Winograd
+    # F(2x2, 3x3) (numpy_kernels._Winograd), whatever its size
+    if path in ("native", "winograd"):
         _native_or_skip()
     else:
         monkeypatch.setenv("XPNET_NATIVE", "0")
-    if path == "nhwc_only":
+    if path in ("nhwc_only", "winograd"):
         monkeypatch.setattr(nk, "PLANAR_MAX_CHANNELS", 0)
+    if path == "winograd":
+        monkeypatch.setattr(nk, "WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(nk, "WINOGRAD_MIN_PIXELS", 1)
+        monkeypatch.setattr(nk, "WINOGRAD_ROWS", 5)  # several chunks, a ragged last one
     n, c, h, w, o, kernel, stride, padding, dilation, groups = case
     x = _layout(rng.standard_normal((n, c, h, w)).astype(dtype), channels_last)
     wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)

@@ -125,7 +125,10 @@ def _declare(lib):
         sgd = getattr(lib, f"xp_sgd_{suffix}")
         real = ctypes.c_float if suffix == "f32" else ctypes.c_double
         sgd.argtypes = [ptr, ptr, ptr, ssz, real, cint, real, cint, real, real, cint, cint]
-        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd]
+        wino_in, wino_out = getattr(lib, f"xp_wino_in_{suffix}"), getattr(lib, f"xp_wino_out_{suffix}")
+        wino_in.argtypes = [ptr, ssz, cint, cint, cint, cint, cint, ptr, ssz, ssz]
+        wino_out.argtypes = [ptr, ssz, ssz, cint, cint, cint, cint, ptr, ptr, ssz, cint, cint]
+        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out]
     for fn in kernels:
         fn.restype = None
 

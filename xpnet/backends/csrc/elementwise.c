@@ -141,3 +141,75 @@ XP_POOL(double, f64)
 
 XP_SGD(float, f32)
 XP_SGD(double, f64)
+
+/* Winograd F(2x2, 3x3) transforms for stride-1 3x3 convolutions (numpy_kernels._Winograd).
+ * Input: each 4x4 tile d of the zero-framed NHWC input (tiles 2 apart) becomes V = B^T d B,
+ *     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+ * stored tile by tile, V[t, k, c] for k = 4 i + j (one contiguous 16 x C block per tile: 16 output
+ * streams a matrix apart would collide in the caches). After the 16 strided products
+ * M_k = V_k U_k (U = G W G^T, the transformed kernel), each tile's output is Y = A^T M A,
+ *     A^T = [1 1 1 0; 0 1 -1 -1],
+ * a 2x2 block of the NHWC output (cropped at odd edges), plus the bias. The channel loops are
+ * innermost and contiguous, so they vectorize. */
+#define XP_WINO(T, SUF)                                                                                  \
+    void xp_wino_in_##SUF(const T *restrict x, ptrdiff_t x_img, int Wq, int C, int N, int TH, int TW,   \
+                          T *restrict v, ptrdiff_t v_tile, ptrdiff_t v_k) {                                               \
+        const ptrdiff_t row = (ptrdiff_t)Wq * C;                                                        \
+        for (int n = 0; n < N; n++)                                                                     \
+            for (int a = 0; a < TH; a++)                                                                \
+                for (int b = 0; b < TW; b++) {                                                          \
+                    const T *d = x + n * x_img + (ptrdiff_t)(2 * a) * row + (ptrdiff_t)(2 * b) * C;     \
+                    T *out = v + ((ptrdiff_t)(n * TH + a) * TW + b) * v_tile;                           \
+                    for (int c = 0; c < C; c++) {                                                       \
+                        T t[4][4];                                                                      \
+                        for (int j = 0; j < 4; j++) {                                                   \
+                            T d0 = d[0 * row + j * C + c], d1 = d[1 * row + j * C + c];                 \
+                            T d2 = d[2 * row + j * C + c], d3 = d[3 * row + j * C + c];                 \
+                            t[0][j] = d0 - d2;                                                          \
+                            t[1][j] = d1 + d2;                                                          \
+                            t[2][j] = d2 - d1;                                                          \
+                            t[3][j] = d1 - d3;                                                          \
+                        }                                                                               \
+                        for (int i = 0; i < 4; i++) {                                                   \
+                            out[(4 * i + 0) * v_k + c] = t[i][0] - t[i][2];                             \
+                            out[(4 * i + 1) * v_k + c] = t[i][1] + t[i][2];                             \
+                            out[(4 * i + 2) * v_k + c] = t[i][2] - t[i][1];                             \
+                            out[(4 * i + 3) * v_k + c] = t[i][1] - t[i][3];                             \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+    }                                                                                                   \
+    void xp_wino_out_##SUF(const T *restrict m, ptrdiff_t m_tile, ptrdiff_t m_k, int O, int N, int TH,  \
+                           int TW, const T *restrict bias, T *restrict y, ptrdiff_t y_img, int OH,      \
+                           int OW) {                                                                    \
+        for (int n = 0; n < N; n++)                                                                     \
+            for (int a = 0; a < TH; a++)                                                                \
+                for (int b = 0; b < TW; b++) {                                                          \
+                    const T *in = m + ((ptrdiff_t)(n * TH + a) * TW + b) * m_tile;                      \
+                    T *out = y + n * y_img + ((ptrdiff_t)(2 * a) * OW + 2 * b) * O;                     \
+                    const int rows = OH - 2 * a < 2 ? 1 : 2, cols = OW - 2 * b < 2 ? 1 : 2;             \
+                    for (int o = 0; o < O; o++) {                                                       \
+                        T s[2][4];                                                                      \
+                        for (int j = 0; j < 4; j++) {                                                   \
+                            T m0 = in[(0 + j) * m_k + o], m1 = in[(4 + j) * m_k + o];                   \
+                            T m2 = in[(8 + j) * m_k + o], m3 = in[(12 + j) * m_k + o];                  \
+                            s[0][j] = m0 + m1 + m2;                                                     \
+                            s[1][j] = m1 - m2 - m3;                                                     \
+                        }                                                                               \
+                        T bo = bias ? bias[o] : (T)0;                                                   \
+                        T y00 = s[0][0] + s[0][1] + s[0][2] + bo, y01 = s[0][1] - s[0][2] - s[0][3] + bo; \
+                        T y10 = s[1][0] + s[1][1] + s[1][2] + bo, y11 = s[1][1] - s[1][2] - s[1][3] + bo; \
+                        out[o] = y00;                                                                   \
+                        if (cols > 1)                                                                   \
+                            out[O + o] = y01;                                                           \
+                        if (rows > 1) {                                                                 \
+                            out[(ptrdiff_t)OW * O + o] = y10;                                           \
+                            if (cols > 1)                                                               \
+                                out[(ptrdiff_t)OW * O + O + o] = y11;                                   \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+    }
+
+XP_WINO(float, f32)
+XP_WINO(double, f64)
