@@ -121,7 +121,7 @@ def _declare(lib):
         bwd.argtypes = [ptr, ptr, ptr, ssz]
         pool_fwd, pool_bwd = getattr(lib, f"xp_max_pool_fwd_{suffix}"), getattr(lib, f"xp_max_pool_bwd_{suffix}")
         pool_fwd.argtypes = [ptr, ptr, cint, cint, cint, cint, ptr, ptr, ptr] + [cint] * 10
-        pool_bwd.argtypes = [ptr, ptr, ptr, ptr, cint, cint, cint, cint, ptr, ptr] + [cint] * 7
+        pool_bwd.argtypes = [ptr, ptr, ptr, ptr, cint, cint, cint, cint, ptr, ptr] + [cint] * 9
         sgd = getattr(lib, f"xp_sgd_{suffix}")
         real = ctypes.c_float if suffix == "f32" else ctypes.c_double
         sgd.argtypes = [ptr, ptr, ptr, ssz, real, cint, real, cint, real, real, cint, cint]

@@ -28,8 +28,9 @@ XP_RELU(double, f64)
  * The first strict maximum wins and a NaN beats everything before it (PyTorch's rule: val > max or
  * val is NaN); arg gets k. The forward takes channels-last x and y (channel stride 1): the channel
  * loop runs innermost, contiguous and branch-free, so it vectorizes (on (H, W) planes NumPy's
- * whole-plane passes are faster). Backward, any layout, adds g to the winning input element of each
- * window (dx zeroed by the caller). */
+ * whole-plane passes are faster). Backward adds g to the winning input element of each window (dx
+ * zeroed by the caller), or, when the windows tile the input (`tiles`, channels-last), writes every
+ * element of dx: g at the winner, 0 elsewhere. */
 #define XP_POOL(T, SUF)                                                                                  \
     void xp_max_pool_fwd_##SUF(const T *x, const ptrdiff_t *xs, int N, int H, int W, int C, T *y,       \
                                unsigned char *arg, const ptrdiff_t *ys, int OH, int OW, int kh, int kw,  \
@@ -71,10 +72,10 @@ XP_RELU(double, f64)
                     }                                                                                   \
                 }                                                                                       \
     }                                                                                                   \
-    void xp_max_pool_bwd_##SUF(const T *g, const ptrdiff_t *gs, const unsigned char *arg,                 \
-                               const ptrdiff_t *as, int N, int OH, int OW, int C, T *dx,                 \
-                               const ptrdiff_t *xs, int kw, int sh, int sw, int pt, int pl, int dh,      \
-                               int dw) {                                                                 \
+    void xp_max_pool_bwd_##SUF(const T *g, const ptrdiff_t *gs, const unsigned char *arg,               \
+                               const ptrdiff_t *as, int N, int OH, int OW, int C, T *dx,                \
+                               const ptrdiff_t *xs, int kh, int kw, int sh, int sw, int pt, int pl, int dh,\
+                               int dw, int tiles) {                                                     \
         const ptrdiff_t g0 = gs[0], g1 = gs[1], g2 = gs[2], g3 = gs[3];                                 \
         const ptrdiff_t a0 = as[0], a1 = as[1], a2 = as[2], a3 = as[3];                                 \
         const ptrdiff_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3];                                 \
@@ -82,6 +83,23 @@ XP_RELU(double, f64)
         ptrdiff_t delta[256];                                                                           \
         for (int k = 0; k < 256; k++)                                                                   \
             delta[k] = (ptrdiff_t)(k / kw) * dh * x1 + (ptrdiff_t)(k % kw) * dw * x2;                    \
+        if (tiles && x3 == 1) { /* windows tile dx: write every element, no zeroing pass */             \
+            for (int n = 0; n < N; n++)                                                                 \
+                for (int p = 0; p < OH; p++)                                                            \
+                    for (int q = 0; q < OW; q++) {                                                      \
+                        T *corner = dx + n * x0 + (ptrdiff_t)(p * sh) * x1 + (ptrdiff_t)(q * sw) * x2;  \
+                        const T *gq = g + n * g0 + p * g1 + q * g2;                                     \
+                        const unsigned char *aq = arg + n * a0 + p * a1 + q * a2;                       \
+                        for (int i = 0; i < kh; i++)                                                    \
+                            for (int j = 0; j < kw; j++) {                                              \
+                                T *d = corner + i * x1 + j * x2;                                        \
+                                const unsigned char k = (unsigned char)(i * kw + j);                    \
+                                for (int c = 0; c < C; c++)                                             \
+                                    d[c] = aq[c * a3] == k ? gq[c * g3] : (T)0;                         \
+                            }                                                                           \
+                    }                                                                                   \
+            return;                                                                                     \
+        }                                                                                               \
         /* channels innermost for channels-last arrays, else one plane after another */              \
         const int cl = x3 == 1;                                                                         \
         const int outer = cl ? 1 : C, inner = cl ? C : 1;                                               \
