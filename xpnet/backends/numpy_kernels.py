@@ -365,9 +365,9 @@ class _Winograd:
     36, so the products cost 4/9 of im2col's. With U_k = (G W G^T)_k (C, O) and V_k the tiles'
     transformed inputs (tiles, C), k = 0..15:
         M_k = V_k U_k  (16 GEMMs)      y tile = A^T M A  (+ bias)
-    The transforms (xp_wino_in / xp_wino_out) are compiled; V and M are stored tile by tile
-    (tiles, 16, C), so each product reads a strided V_k. The input gradient of such a convolution is one too (of the framed G with the
-    flipped, transposed kernel), so _Stride1InputGrad runs through here as well."""
+    The transforms (xp_wino_in / xp_wino_out) are compiled; the products run on chunks of about
+    WINOGRAD_ROWS tiles. The input gradient of such a convolution is one too (of the framed G with
+    the flipped, transposed kernel), so _Stride1InputGrad runs through here as well."""
 
     def __init__(self, lib, w, bias, out_hw):
         o, c = w.shape[:2]
@@ -380,6 +380,16 @@ class _Winograd:
         self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=w.dtype)
         self.step = max(1, WINOGRAD_ROWS // (self.th * self.tw))
 
+    @staticmethod
+    def _stack(name, rows, cols, dtype):
+        """16 (rows, cols) matrices in one workspace, each a little more than rows * cols apart: at
+        exact multiples of a large power of two the transforms' 16 streams would share cache sets.
+        Returns the (16, rows, cols) view and the element distance between the matrices."""
+        k_stride = rows * cols + 64
+        buf = _workspace(name, (16 * k_stride,), dtype)
+        item = buf.itemsize
+        return as_strided(buf, (16, rows, cols), (k_stride * item, cols * item, item)), k_stride
+
     def images(self, xh, top, left, y, n0, n1):
         """NHWC outputs y[n0:n1] (N, OH, OW, O) from NHWC input images xh[n0:n1], placed at (top, left)
         in the zero-framed tiles."""
@@ -390,12 +400,12 @@ class _Winograd:
             z = min(n1, a + self.step)
             m = z - a
             framed = _frame_into(_workspace("wino_x", (m, self.hq, self.wq, c), y.dtype), xh[a:z], top, left)
-            v = _workspace("wino_v", (m * tiles, 16, c), y.dtype)
-            transform_in(_ptr(framed), self.hq * self.wq * c, self.wq, c, m, self.th, self.tw, _ptr(v), 16 * c, c)
-            prod = _workspace("wino_m", (m * tiles, 16, o), y.dtype)
-            np.matmul(v.transpose(1, 0, 2), self.u, out=prod.transpose(1, 0, 2))
+            v, v_k = self._stack("wino_v", m * tiles, c, y.dtype)
+            transform_in(_ptr(framed), self.hq * self.wq * c, self.wq, c, m, self.th, self.tw, _ptr(v), c, v_k)
+            prod, m_k = self._stack("wino_m", m * tiles, o, y.dtype)
+            np.matmul(v, self.u, out=prod)
             out = y[a:z]
-            transform_out(_ptr(prod), 16 * o, o, o, m, self.th, self.tw,
+            transform_out(_ptr(prod), o, m_k, o, m, self.th, self.tw,
                           None if self.bias is None else _ptr(self.bias), _ptr(out), self.oh * self.ow * o,
                           self.oh, self.ow)
 

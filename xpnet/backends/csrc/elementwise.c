@@ -163,8 +163,8 @@ XP_SGD(double, f64)
 /* Winograd F(2x2, 3x3) transforms for stride-1 3x3 convolutions (numpy_kernels._Winograd).
  * Input: each 4x4 tile d of the zero-framed NHWC input (tiles 2 apart) becomes V = B^T d B,
  *     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
- * stored tile by tile, V[t, k, c] for k = 4 i + j (one contiguous 16 x C block per tile: 16 output
- * streams a matrix apart would collide in the caches). After the 16 strided products
+ * stored as V[k, t, c] for k = 4 i + j, the 16 matrices v_k apart, a tile's row v_tile long. After
+ * the 16 products
  * M_k = V_k U_k (U = G W G^T, the transformed kernel), each tile's output is Y = A^T M A,
  *     A^T = [1 1 1 0; 0 1 -1 -1],
  * a 2x2 block of the NHWC output (cropped at odd edges), plus the bias. The channel loops are
