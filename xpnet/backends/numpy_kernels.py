@@ -349,6 +349,8 @@ WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_PIXELS = 256
 WINOGRAD_ROWS = 512
 _WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# U = G W G^T for every (c, o) at once: kron(G, G) (16, 9) times W's taps (9, C O), one small GEMM
+_WINO_GG = np.kron(_WINO_G, _WINO_G).T
 
 
 def _winograd_lib(w, stride, dilation, groups, dtype, out_hw):
@@ -376,8 +378,8 @@ class _Winograd:
         self.oh, self.ow = out_hw
         self.th, self.tw = -(-self.oh // 2), -(-self.ow // 2)
         self.hq, self.wq = 2 * self.th + 2, 2 * self.tw + 2
-        g = _WINO_G.astype(w.dtype)
-        self.u = np.ascontiguousarray(np.einsum("ai,ocij,bj->abco", g, w, g).reshape(16, c, o))
+        taps = np.ascontiguousarray(w.reshape(o, c, 9).transpose(2, 1, 0)).reshape(9, c * o)
+        self.u = np.matmul(_WINO_GG.T.astype(w.dtype), taps).reshape(16, c, o)
         self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=w.dtype)
         self.step = max(1, WINOGRAD_ROWS // (self.th * self.tw))
 
