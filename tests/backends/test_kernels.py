@@ -217,7 +217,7 @@ def test_avg_pool2d_fast_equals_generic(rng, case, count_include_pad, dtype):
                                                  ((3, 4, 5, 6), True)], ids=["NC", "NCL", "NCHW", "NHWC"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_fast_equals_generic(rng, shape, channels_last, training, affine, dtype):
+def test_batch_norm_fast_equals_generic(impl, rng, shape, channels_last, training, affine, dtype):
     c = shape[1]
     x = rng.standard_normal(shape).astype(dtype) * 3 + 1
     if channels_last:
@@ -358,7 +358,7 @@ def test_kernels_work_in_a_forked_child(rng):
     os.close(read)
 
 
-def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(rng):
+def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(impl, rng):
     # per-block shifting and Chan's merge: no cancellation when |mean| >> std (E[x^2] - E[x]^2 is off by 3e5 here)
     x = (rng.standard_normal((64, 8, 8, 16)) * 0.01 + 1000.0).astype("float32").transpose(0, 3, 1, 2)
     _, _, mean, var = nk.batch_norm_forward(x, None, None, None, None, True, 1e-5)
@@ -474,3 +474,19 @@ def test_relu_backward_from_the_compiled_forward_without_the_library(rng, monkey
     g = rng.standard_normal(x.shape).astype("float32")
     monkeypatch.setenv("XPNET_NATIVE", "0")
     np.testing.assert_array_equal(nk.relu_backward(g, saved), np.where(x > 0, g, 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_split_over_workers_equals_generic(impl, rng, dtype, monkeypatch):
+    # each worker's moments (shifted by its own first row) merge into the batch's; sums add
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 16)
+    x = _layout((rng.standard_normal((5, 3, 4, 7)) * 2 + 50).astype(dtype), True)
+    gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    yf, sf, mf, vf = nk.batch_norm_forward(x, gamma, beta, None, None, True, 1e-5)
+    yg, sg, mg, vg = norm_mod.batch_norm_forward_generic(x, gamma, beta, None, None, True, 1e-5)
+    for a, b in ((yf, yg), (mf, mg), (vf, vg)):
+        _close(a, b, dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    for a, b in zip(nk.batch_norm_backward(g, sf, (True, True, True)),
+                    norm_mod.batch_norm_backward_generic(g, sg, (True, True, True))):
+        _close(a, b, dtype)

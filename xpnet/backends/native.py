@@ -128,7 +128,12 @@ def _declare(lib):
         wino_in, wino_out = getattr(lib, f"xp_wino_in_{suffix}"), getattr(lib, f"xp_wino_out_{suffix}")
         wino_in.argtypes = [ptr, ssz, cint, cint, cint, cint, cint, ptr, ssz, ssz]
         wino_out.argtypes = [ptr, ssz, ssz, cint, cint, cint, cint, ptr, ptr, ssz, cint, cint]
-        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out]
+        bn = [getattr(lib, f"xp_bn_{name}_{suffix}") for name in ("moments", "affine", "grad_sums", "grad")]
+        bn[0].argtypes = [ptr, ssz, cint, ptr, ptr, ptr]
+        bn[1].argtypes = [ptr, ssz, cint, ptr, ptr, ptr]
+        bn[2].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr]
+        bn[3].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr, ptr, ptr]
+        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out, *bn]
     for fn in kernels:
         fn.restype = None
 

@@ -1231,6 +1231,24 @@ def _block_moments(rows, a, b):
     return count, mean, m2
 
 
+def _native_bn_lib(rows):
+    """The compiled library for batch norm on ``rows``: a C-contiguous float (M, C) matrix."""
+    if rows.dtype not in _NATIVE_FLOATS or not rows.flags.c_contiguous or rows.shape[0] == 0:
+        return None
+    return native.library()
+
+
+def _native_bn_moments(rows, a, b):
+    """(count, mean, M2) of rows [a, b) in float64 through xp_bn_moments: sums shifted by row a."""
+    c = rows.shape[1]
+    k = rows[a].copy()
+    total, squares = np.zeros(c), np.zeros(c)
+    _native_kernel(native.library(), "xp_bn_moments", rows.dtype)(_ptr(rows[a]), b - a, c, _ptr(k), _ptr(total),
+                                                                   _ptr(squares))
+    count = b - a
+    return count, k + total / count, np.maximum(squares - total * total / count, 0.0)
+
+
 def _merge_moments(n1, mean1, m2_1, n2, mean2, m2_2):
     if n1 == 0:
         return mean2, m2_2, n2
@@ -1254,17 +1272,26 @@ def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     rows = _channels_last(x)
     m, c = rows.shape
     dt = x.dtype.type
+    lib = _native_bn_lib(rows)
     if training:
+        moments = _native_bn_moments if lib is not None else _block_moments
         count, mean, m2 = 0, None, None
-        for n2, mean2, m2_2 in _parallel(lambda a, b: _block_moments(rows, a, b), m, blas=True, elements=rows.size):
+        for n2, mean2, m2_2 in _parallel(lambda a, b: moments(rows, a, b), m, blas=True, elements=rows.size):
             mean, m2, count = (mean2, m2_2, n2) if count == 0 else _merge_moments(count, mean, m2, n2, mean2, m2_2)
-        var = m2 / dt(m)
+        mean, var = mean.astype(x.dtype), (m2 / m).astype(x.dtype)
     invstd = 1 / np.sqrt(var + dt(eps))
     scale = invstd if gamma is None else invstd * gamma
     shift = -mean * scale if beta is None else beta - mean * scale
     y = np.empty_like(rows)
 
+    if lib is not None:  # the compiled loops read C arrays of the rows' type
+        scale, shift = (np.ascontiguousarray(v, dtype=rows.dtype) for v in (scale, shift))
+
     def finish(a, b):
+        if lib is not None:
+            _native_kernel(lib, "xp_bn_affine", rows.dtype)(_ptr(rows[a]), b - a, c, _ptr(scale), _ptr(shift),
+                                                             _ptr(y[a]))
+            return
         for i, j in _row_blocks(a, b, c, rows.itemsize):
             np.multiply(rows[i:j], scale, out=y[i:j])
             np.add(y[i:j], shift, out=y[i:j])
@@ -1285,7 +1312,16 @@ def batch_norm_backward(g, saved, needs):
     m, c = grows.shape
     dt = g.dtype.type
 
+    lib = _native_bn_lib(rows) if _native_bn_lib(grows) is not None and grows.dtype == rows.dtype else None
+    if lib is not None:
+        mean = np.ascontiguousarray(mean, dtype=rows.dtype)
+
     def sums(a, b):
+        if lib is not None:
+            sg, sgx = np.zeros(c), np.zeros(c)
+            _native_kernel(lib, "xp_bn_grad_sums", grows.dtype)(_ptr(grows[a]), _ptr(rows[a]), b - a, c, _ptr(mean),
+                                                                _ptr(sg), _ptr(sgx))
+            return sg, sgx
         sg = np.zeros(c, dtype=grows.dtype)
         sgx = np.zeros(c, dtype=grows.dtype)
         for i, j in _row_blocks(a, b, c, grows.itemsize):
@@ -1296,8 +1332,8 @@ def batch_norm_backward(g, saved, needs):
         return sg, sgx
 
     parts = _parallel(sums, m, blas=True, elements=grows.size)
-    sum_g = _sum_partials([p[0] for p in parts])
-    sum_gx = _sum_partials([p[1] for p in parts]) * invstd  # sum(g * x_hat)
+    sum_g = _sum_partials([p[0] for p in parts]).astype(grows.dtype)
+    sum_gx = _sum_partials([p[1] for p in parts]).astype(grows.dtype) * invstd  # sum(g * x_hat)
     dx = None
     if need_x:
         scale = invstd if gamma is None else gamma * invstd
@@ -1306,7 +1342,14 @@ def batch_norm_backward(g, saved, needs):
             coef_x = -scale * sum_gx * invstd / dt(m)
             shift = -scale * sum_g / dt(m)
 
+            if lib is not None:
+                scale, coef_x, shift = (np.ascontiguousarray(v, dtype=rows.dtype) for v in (scale, coef_x, shift))
+
             def finish(a, b):
+                if lib is not None:
+                    _native_kernel(lib, "xp_bn_grad", grows.dtype)(_ptr(grows[a]), _ptr(rows[a]), b - a, c, _ptr(mean),
+                                                                   _ptr(scale), _ptr(coef_x), _ptr(shift), _ptr(out[a]))
+                    return
                 for i, j in _row_blocks(a, b, c, grows.itemsize):
                     centered = _workspace("bn_centered", (j - i, c), rows.dtype)
                     np.subtract(rows[i:j], mean, out=centered)
