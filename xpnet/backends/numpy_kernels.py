@@ -379,7 +379,8 @@ class _Winograd:
         self.th, self.tw = -(-self.oh // 2), -(-self.ow // 2)
         self.hq, self.wq = 2 * self.th + 2, 2 * self.tw + 2
         taps = np.ascontiguousarray(w.reshape(o, c, 9).transpose(2, 1, 0)).reshape(9, c * o)
-        self.u = np.matmul(_WINO_GG.T.astype(w.dtype), taps).reshape(16, c, o)
+        with _blas.single():  # a threaded GEMM here would leave OpenBLAS threads spinning (see matmul)
+            self.u = np.matmul(_WINO_GG.T.astype(w.dtype), taps).reshape(16, c, o)
         self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=w.dtype)
         self.step = max(1, WINOGRAD_ROWS // (self.th * self.tw))
 
