@@ -133,7 +133,9 @@ def _declare(lib):
         bn[1].argtypes = [ptr, ssz, cint, ptr, ptr, ptr]
         bn[2].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr]
         bn[3].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr, ptr, ptr]
-        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out, *bn]
+        wino_grad = getattr(lib, f"xp_wino_grad_{suffix}")
+        wino_grad.argtypes = [ptr, ssz, cint, cint, cint, cint, cint, cint, ptr, ssz, ssz]
+        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out, wino_grad, *bn]
     for fn in kernels:
         fn.restype = None
 

@@ -370,7 +370,9 @@ class _Winograd:
         M_k = V_k U_k  (16 GEMMs)      y tile = A^T M A  (+ bias)
     The transforms (xp_wino_in / xp_wino_out) are compiled; the products run on chunks of about
     WINOGRAD_ROWS tiles. The input gradient of such a convolution is one too (of the framed G with
-    the flipped, transposed kernel), so _Stride1InputGrad runs through here as well."""
+    the flipped, transposed kernel), so _Stride1InputGrad runs through here as well. The weight
+    gradient follows from y = A^T (U ⊙ V) A by the chain rule: dM = A dY A^T per 2x2 block of G,
+    dU_k = sum over tiles V_k^T dM_k, dW = G^T dU G (weight_grad_part, weight_grad)."""
 
     def __init__(self, lib, w, bias, out_hw):
         o, c = w.shape[:2]
@@ -393,6 +395,37 @@ class _Winograd:
         buf = _workspace(name, (16 * k_stride,), dtype)
         item = buf.itemsize
         return as_strided(buf, (16, rows, cols), (k_stride * item, cols * item, item)), k_stride
+
+    def weight_grad_part(self, xh, gh, top, left, n0, n1):
+        """dU = sum over the tiles of images [n0, n1) of V_k^T dM_k, (16, C, O):
+        the weight gradient before its transform (see weight_grad). dM = A dY A^T per 2x2 block of G."""
+        lib, c, o, tiles = self.lib, self.c, self.o, self.th * self.tw
+        dtype = gh.dtype
+        suffix = "f32" if dtype == np.float32 else "f64"
+        transform_in, transform_grad = getattr(lib, "xp_wino_in_" + suffix), getattr(lib, "xp_wino_grad_" + suffix)
+        du = np.zeros((16, c, o), dtype=dtype)
+        part = _workspace("wino_du", (16, c, o), dtype)
+        for a in range(n0, n1, self.step):
+            z = min(n1, a + self.step)
+            m = z - a
+            framed = _frame_into(_workspace("wino_x", (m, self.hq, self.wq, c), dtype), xh[a:z], top, left)
+            v, v_k = self._stack("wino_v", m * tiles, c, dtype)
+            transform_in(_ptr(framed), self.hq * self.wq * c, self.wq, c, m, self.th, self.tw, _ptr(v), c, v_k)
+            grad = np.ascontiguousarray(gh[a:z])
+            dm, dm_k = self._stack("wino_m", m * tiles, o, dtype)
+            transform_grad(_ptr(grad), self.oh * self.ow * o, o, m, self.th, self.tw, self.oh, self.ow, _ptr(dm), o,
+                           dm_k)
+            np.matmul(v.transpose(0, 2, 1), dm, out=part)
+            np.add(du, part, out=du)
+        return du
+
+    @staticmethod
+    def weight_grad(du):
+        """dW (9 C, O), rows in (i, j, c) order, from the summed dU (16, C, O): U = G W G^T, so
+        dW = G^T dU G, one GEMM with kron(G, G)."""
+        _, c, o = du.shape
+        with _blas.single():
+            return np.matmul(_WINO_GG.astype(du.dtype), du.reshape(16, c * o)).reshape(9 * c, o)
 
     def images(self, xh, top, left, y, n0, n1):
         """NHWC outputs y[n0:n1] (N, OH, OW, O) from NHWC input images xh[n0:n1], placed at (top, left)
@@ -483,11 +516,15 @@ def _nhwc_conv_backward(g, saved, needs):
     if need_x:
         input_grad = (_Stride1InputGrad(gh, w, (n, c, h, wd), padding, dilation, groups) if stride == (1, 1)
                       else _Col2ImInputGrad(grows, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups))
+    lib = _winograd_lib(w, stride, dilation, groups, g.dtype, (oh, ow)) if need_w else None
+    wino = None if lib is None else _Winograd(lib, w, None, (oh, ow))
 
     def work(n0, n1):
         db_part = _column_sums(grows[n0 * oh * ow:n1 * oh * ow]) if need_b else None
         dw_parts = None
-        if need_w:
+        if wino is not None:
+            dw_parts = [wino.weight_grad_part(xh, gh, padding[0][0], padding[1][0], n0, n1)]
+        elif need_w:
             xpad = _framed_part(xh, padding, n0, n1, shared_x)
             nb = _chunk(n1 - n0, oh * ow, kc, x.itemsize)
             dw_parts = []
@@ -520,6 +557,8 @@ def _nhwc_conv_backward(g, saved, needs):
             acc = results[0][1][gi]
             for r in results[1:]:
                 np.add(acc, r[1][gi], out=acc)
+            if wino is not None:
+                acc = wino.weight_grad(acc)
             dw[gi * og:(gi + 1) * og] = acc.reshape(kh, kw, cg, og).transpose(3, 2, 0, 1)
     dx = input_grad.result() if input_grad is not None else None
     return dx, dw, db

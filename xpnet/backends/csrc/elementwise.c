@@ -283,3 +283,33 @@ XP_WINO(double, f64)
 
 XP_BN(float, f32)
 XP_BN(double, f64)
+
+/* The weight gradient's side of Winograd F(2x2, 3x3): each 2x2 block of the output gradient G (NHWC,
+ * zero past odd edges) becomes dM = A dY A^T (A = [1 0; 1 1; 1 -1; 0 -1]), the gradient of the
+ * tile's M; then dU_k = sum over tiles V_k^T dM_k and dW = G^T dU G (numpy_kernels._Winograd). */
+#define XP_WINO_GRAD(T, SUF)                                                                            \
+    void xp_wino_grad_##SUF(const T *restrict g, ptrdiff_t g_img, int O, int N, int TH, int TW, int OH, \
+                            int OW, T *restrict dm, ptrdiff_t dm_tile, ptrdiff_t dm_k) {                \
+        for (int n = 0; n < N; n++)                                                                     \
+            for (int a = 0; a < TH; a++)                                                                \
+                for (int b = 0; b < TW; b++) {                                                          \
+                    const T *in = g + n * g_img + ((ptrdiff_t)(2 * a) * OW + 2 * b) * O;                \
+                    T *out = dm + ((ptrdiff_t)(n * TH + a) * TW + b) * dm_tile;                         \
+                    const int right = 2 * b + 1 < OW, down = 2 * a + 1 < OH;                            \
+                    for (int o = 0; o < O; o++) {                                                       \
+                        T y00 = in[o], y01 = right ? in[O + o] : (T)0;                                  \
+                        T y10 = down ? in[(ptrdiff_t)OW * O + o] : (T)0;                                \
+                        T y11 = down && right ? in[(ptrdiff_t)OW * O + O + o] : (T)0;                   \
+                        T t[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};\
+                        for (int r = 0; r < 4; r++) {                                                   \
+                            out[(4 * r + 0) * dm_k + o] = t[r][0];                                      \
+                            out[(4 * r + 1) * dm_k + o] = t[r][0] + t[r][1];                            \
+                            out[(4 * r + 2) * dm_k + o] = t[r][0] - t[r][1];                            \
+                            out[(4 * r + 3) * dm_k + o] = -t[r][1];                                     \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+    }
+
+XP_WINO_GRAD(float, f32)
+XP_WINO_GRAD(double, f64)
