@@ -30,9 +30,10 @@ on a CPU:
 * Never float64 in a float32 computation: constants are cast to the array dtype first.
 * Compiled where NumPy has no fast form (see native.py and csrc/): few-channel float32 convolutions
   as direct loops over wide rows (_WideConv; LeNet-5's step 15.7 -> 12.2 ms), the transforms of
-  Winograd F(2x2, 3x3) for wider 3x3 convolutions (_Winograd), ReLU (NumPy's maximum runs ~4x
-  slower than a vectorized loop here), channels-last max pooling and the SGD update. Each falls
-  back to the NumPy code above when the library is unavailable, and is tested equal to it.
+  Winograd F(2x2, 3x3) for wider 3x3 convolutions (_Winograd), batch norm's passes, ReLU (NumPy's
+  maximum runs ~4x slower than a vectorized loop here), channels-last max pooling and the SGD
+  update. Each falls back to the NumPy code above when the library is unavailable, and is tested
+  equal to it.
 """
 
 from __future__ import annotations
