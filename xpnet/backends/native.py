@@ -3,9 +3,11 @@
 The C sources in ``csrc/`` are compiled once per machine (``cc -O3 -march=native``, the result
 cached under ``$XPNET_CACHE_DIR`` or ``~/.cache/xpnet``, named by a hash of the source, compiler,
 flags and CPU) and loaded with ctypes, which releases the GIL during each call, so the NumPy
-kernels' worker threads run them in parallel. Everything here is optional: with no compiler, a
-failed build, a non-float32 dtype or ``XPNET_NATIVE=0``, ``library()`` returns None and the NumPy
-kernels take their pure-NumPy paths, which the tests hold the compiled ones equal to.
+kernels' worker threads run them in parallel. Everything here is optional: with no compiler or a
+failed build ``library()`` returns None, as with ``XPNET_NATIVE=0`` (read at every call), and the
+NumPy kernels take their pure-NumPy paths, which the tests hold the compiled ones equal to; so do
+dtypes a kernel does not cover (the few-channel convolutions are float32 only, the others take
+float32 and float64).
 
 ``status()`` says which it is (``python -m xpnet info`` prints it).
 """

@@ -1,5 +1,6 @@
 /* Direct few-channel convolution on "wide rows" (float32), the compiled fast path of the NumPy
- * backend's few-channel convolutions (see xpnet/backends/native.py and numpy_kernels._PlanarConv).
+ * backend's few-channel convolutions (see xpnet/backends/native.py and numpy_kernels._WideConv;
+ * the NumPy version is numpy_kernels._PlanarConv).
  *
  * Geometry. Each image's channels are planes of row width Wp (the padded input width) laid out one
  * after another; a stride-1 convolution's output is computed Wp wide per row, so output position
