@@ -397,25 +397,32 @@ class _Winograd:
         item = buf.itemsize
         return as_strided(buf, (16, rows, cols), (k_stride * item, cols * item, item)), k_stride
 
-    def weight_grad_part(self, xh, gh, top, left, n0, n1):
-        """dU = sum over the tiles of images [n0, n1) of V_k^T dM_k, (16, C, O):
-        the weight gradient before its transform (see weight_grad). dM = A dY A^T per 2x2 block of G."""
-        lib, c, o, tiles = self.lib, self.c, self.o, self.th * self.tw
-        dtype = gh.dtype
-        suffix = "f32" if dtype == np.float32 else "f64"
-        transform_in, transform_grad = getattr(lib, "xp_wino_in_" + suffix), getattr(lib, "xp_wino_grad_" + suffix)
-        du = np.zeros((16, c, o), dtype=dtype)
-        part = _workspace("wino_du", (16, c, o), dtype)
+    def _chunks(self, xh, top, left, n0, n1, dtype):
+        """(a, z, V, its k stride) per chunk of images [n0, n1): V = B^T d B of every tile of the
+        zero-framed images xh[a:z] placed at (top, left), as _stack's 16 matrices (tiles, C)."""
+        tiles = self.th * self.tw
+        transform_in = _native_kernel(self.lib, "xp_wino_in", dtype)
         for a in range(n0, n1, self.step):
             z = min(n1, a + self.step)
             m = z - a
-            framed = _frame_into(_workspace("wino_x", (m, self.hq, self.wq, c), dtype), xh[a:z], top, left)
-            v, v_k = self._stack("wino_v", m * tiles, c, dtype)
-            transform_in(_ptr(framed), self.hq * self.wq * c, self.wq, c, m, self.th, self.tw, _ptr(v), c, v_k)
+            framed = _frame_into(_workspace("wino_x", (m, self.hq, self.wq, self.c), dtype), xh[a:z], top, left)
+            v, v_k = self._stack("wino_v", m * tiles, self.c, dtype)
+            transform_in(_ptr(framed), self.hq * self.wq * self.c, self.wq, self.c, m, self.th, self.tw, _ptr(v),
+                         self.c, v_k)
+            yield a, z, v
+
+    def weight_grad_part(self, xh, gh, top, left, n0, n1):
+        """dU = sum over the tiles of images [n0, n1) of V_k^T dM_k, (16, C, O): the weight gradient
+        before its transform (see weight_grad). dM = A dY A^T per 2x2 block of G."""
+        o, tiles, dtype = self.o, self.th * self.tw, gh.dtype
+        transform_grad = _native_kernel(self.lib, "xp_wino_grad", dtype)
+        du = np.zeros((16, self.c, o), dtype=dtype)
+        part = _workspace("wino_du", (16, self.c, o), dtype)
+        for a, z, v in self._chunks(xh, top, left, n0, n1, dtype):
             grad = np.ascontiguousarray(gh[a:z])
-            dm, dm_k = self._stack("wino_m", m * tiles, o, dtype)
-            transform_grad(_ptr(grad), self.oh * self.ow * o, o, m, self.th, self.tw, self.oh, self.ow, _ptr(dm), o,
-                           dm_k)
+            dm, dm_k = self._stack("wino_m", (z - a) * tiles, o, dtype)
+            transform_grad(_ptr(grad), self.oh * self.ow * o, o, z - a, self.th, self.tw, self.oh, self.ow, _ptr(dm),
+                           o, dm_k)
             np.matmul(v.transpose(0, 2, 1), dm, out=part)
             np.add(du, part, out=du)
         return du
@@ -431,20 +438,13 @@ class _Winograd:
     def images(self, xh, top, left, y, n0, n1):
         """NHWC outputs y[n0:n1] (N, OH, OW, O) from NHWC input images xh[n0:n1], placed at (top, left)
         in the zero-framed tiles."""
-        lib, c, o, tiles = self.lib, self.c, self.o, self.th * self.tw
-        suffix = "f32" if y.dtype == np.float32 else "f64"
-        transform_in, transform_out = getattr(lib, "xp_wino_in_" + suffix), getattr(lib, "xp_wino_out_" + suffix)
-        for a in range(n0, n1, self.step):
-            z = min(n1, a + self.step)
-            m = z - a
-            framed = _frame_into(_workspace("wino_x", (m, self.hq, self.wq, c), y.dtype), xh[a:z], top, left)
-            v, v_k = self._stack("wino_v", m * tiles, c, y.dtype)
-            transform_in(_ptr(framed), self.hq * self.wq * c, self.wq, c, m, self.th, self.tw, _ptr(v), c, v_k)
-            prod, m_k = self._stack("wino_m", m * tiles, o, y.dtype)
+        o, tiles = self.o, self.th * self.tw
+        transform_out = _native_kernel(self.lib, "xp_wino_out", y.dtype)
+        bias = None if self.bias is None else _ptr(self.bias)
+        for a, z, v in self._chunks(xh, top, left, n0, n1, y.dtype):
+            prod, m_k = self._stack("wino_m", (z - a) * tiles, o, y.dtype)
             np.matmul(v, self.u, out=prod)
-            out = y[a:z]
-            transform_out(_ptr(prod), o, m_k, o, m, self.th, self.tw,
-                          None if self.bias is None else _ptr(self.bias), _ptr(out), self.oh * self.ow * o,
+            transform_out(_ptr(prod), o, m_k, o, z - a, self.th, self.tw, bias, _ptr(y[a]), self.oh * self.ow * o,
                           self.oh, self.ow)
 
 
@@ -1353,7 +1353,8 @@ def batch_norm_backward(g, saved, needs):
     m, c = grows.shape
     dt = g.dtype.type
 
-    lib = _native_bn_lib(rows) if _native_bn_lib(grows) is not None and grows.dtype == rows.dtype else None
+    same = grows.dtype == rows.dtype and grows.flags.c_contiguous
+    lib = _native_bn_lib(rows) if same else None
     if lib is not None:
         mean = np.ascontiguousarray(mean, dtype=rows.dtype)
 
