@@ -85,6 +85,12 @@ def _select_from_environment():
             if value is exc:
                 print(f"xpnet: {kind.__name__}: {value} (XPNET_BACKEND={os.environ.get('XPNET_BACKEND', '')!r}, "
                       f"XPNET_DEVICE={os.environ.get('XPNET_DEVICE', '')!r})", file=sys.stderr)
+                if not hasattr(sys, "ps1") and not sys.flags.interactive:
+                    # a script or `xpnet ...` ends here: a usage error of the environment exits 2,
+                    # like every other usage error (an interactive session goes on)
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(2)
             else:
                 previous(kind, value, tb)
 

@@ -1,6 +1,7 @@
 """The ``xpnet`` command: ``xpnet info | train | eval | bench``.
 
-Errors a user can cause print one or two lines and exit 2; ``--debug`` shows the traceback.
+Errors print one or two lines (``--debug`` shows the traceback) and exit 2 for a usage error,
+1 for a runtime failure (see ``describe_error``); Ctrl-C exits 130, SIGTERM during training 143.
 """
 
 from __future__ import annotations
@@ -63,17 +64,40 @@ def main(argv=None) -> int:
     except Exception as exc:
         if debug:
             raise
-        from .backends import BackendUnavailableError
-
-        if isinstance(exc, BackendUnavailableError):
-            print(f"xpnet: backend unavailable: {exc}", file=sys.stderr)
-        elif isinstance(exc, (ValueError, TypeError, FileNotFoundError, FloatingPointError)):
-            print(f"xpnet: error: {exc}", file=sys.stderr)
-        else:
-            print(f"xpnet: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code, text = describe_error(exc)
+        print(text, file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
-        return 2
+        return code
 
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an error that ends a command.
+
+    2: a usage error (argument, file, checkpoint, data, environment); 1: a runtime failure
+    (training diverged, disk full, out of memory). Every message names what it is about.
+    """
+    import errno
+
+    from .backends import BackendUnavailableError
+
+    if isinstance(exc, BackendUnavailableError):
+        return 2, f"xpnet: backend unavailable: {exc}"
+    if isinstance(exc, FloatingPointError):  # TrainingDiverged
+        return 1, f"xpnet: training diverged: {exc}"
+    if isinstance(exc, MemoryError):
+        detail = str(exc) or "no detail from the allocator"
+        return 1, (f"xpnet: out of memory ({detail}); lower --batch-size or --image-size, "
+                   f"or use a machine with more memory")
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return 2, f"xpnet: error: {exc}"
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else "?"
+        reason = exc.strerror or str(exc)
+        code = 2 if exc.errno in (errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.EROFS) else 1
+        return code, f"xpnet: error: {reason}: {where}"
+    if isinstance(exc, (ValueError, TypeError)):
+        return 2, f"xpnet: error: {exc}"
+    return 1, f"xpnet: {type(exc).__name__}: {exc}"
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,9 +1,15 @@
 """The compiled kernels' build and load (xpnet/backends/native.py): built once into the cache, reused,
-and every way of not having them (disabled, no compiler, a failing build) leaves the NumPy paths."""
+and every way of not having them (disabled, no compiler, a failing build) leaves the NumPy paths; a
+cached library is loaded only when its cache directory, the file and its SHA-256 record pass the
+checks, else it is rebuilt (or the NumPy paths taken) with one warning."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -49,7 +55,10 @@ def test_built_once_into_the_cache_then_reused(fresh, monkeypatch, rng):
     assert lib is not None, native.status()
     built = [f for f in os.listdir(fresh) if f.endswith(".so")]
     assert len(built) == 1 and "loaded" in native.status()
-    assert not [f for f in os.listdir(fresh) if not f.endswith(".so")]  # no temporary left behind
+    # beside it only its SHA-256 record, no temporary left behind
+    assert sorted(os.listdir(fresh)) == [built[0], built[0] + ".sha256"]
+    library_bytes = (fresh / built[0]).read_bytes()
+    assert (fresh / (built[0] + ".sha256")).read_text().strip() == hashlib.sha256(library_bytes).hexdigest()
     native.reset()
     monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("rebuilt although cached"))
     assert native.library() is not None
@@ -97,3 +106,224 @@ def test_an_unwritable_cache_directory_leaves_the_numpy_path(fresh, monkeypatch,
     assert native.library() is None
     assert "cannot write" in native.status()
     _check_against_generic(rng)
+
+
+# --- the cache is not trusted blindly -------------------------------------------------------------
+
+needs_cc = pytest.mark.skipif(native._compiler() is None, reason="no C compiler on this machine")
+
+MARKER_SOURCE = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(MARKER, "w");
+    if (f) { fputs("planted code ran", f); fclose(f); }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def prebuilt(tmp_path_factory):
+    """One real build (library and record), copied into each test's cache instead of building again."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    where = tmp_path_factory.mktemp("prebuilt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XPNET_CACHE_DIR", str(where))
+        mp.delenv("XPNET_NATIVE", raising=False)
+        native.reset()
+        try:
+            assert native.library() is not None, native.status()
+        finally:
+            native.reset()
+    names = [f for f in os.listdir(where) if f.endswith(".so")]
+    assert len(names) == 1
+    return where / names[0]
+
+
+@pytest.fixture
+def planted(fresh, prebuilt, tmp_path_factory):
+    """A library whose constructor writes a marker file, compiled under the name the real one has in
+    ``fresh``; returns (its path, the marker's path, the cached library's path)."""
+    work = tmp_path_factory.mktemp("planted")
+    marker = work / "marker"
+    source = work / "planted.c"
+    source.write_text(MARKER_SOURCE)
+    lib = work / "planted.so"
+    subprocess.run([native._compiler(), "-shared", "-fPIC", f'-DMARKER="{marker}"', str(source), "-o", str(lib)],
+                   check=True, capture_output=True)
+    return lib, marker, fresh / prebuilt.name
+
+
+def _install(prebuilt, cache):
+    for path in (prebuilt, prebuilt.with_name(prebuilt.name + ".sha256")):
+        if path.exists():  # (the record: always, but a missing one should fail the test's own assertions)
+            shutil.copy2(path, cache / path.name)
+
+
+def _record(target, data):
+    target.with_name(target.name + ".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+
+
+def _load_catching():
+    """library() called twice and status() read, with the warnings they raise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lib = native.library()
+        assert native.library() is lib
+        text = native.status()
+    return lib, text, [str(w.message) for w in caught if str(w.message).startswith("xpnet:")]
+
+
+@needs_cc
+def test_a_verified_library_is_loaded_without_rebuilding_or_warning(fresh, prebuilt, monkeypatch, rng):
+    _install(prebuilt, fresh)
+    monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("rebuilt although cached and verified"))
+    lib, text, caught = _load_catching()
+    assert lib is not None and "loaded" in text and caught == []
+    assert sorted(os.listdir(fresh)) == sorted([prebuilt.name, prebuilt.name + ".sha256"])  # the copy loaded is gone
+    _check_against_generic(rng)
+
+
+@needs_cc
+def test_a_planted_library_is_not_loaded_but_rebuilt(fresh, prebuilt, planted, rng):
+    lib_path, marker, target = planted
+    _install(prebuilt, fresh)
+    shutil.copyfile(lib_path, target)  # the record still holds the real library's SHA-256
+    lib, text, caught = _load_catching()
+    assert not marker.exists(), "the planted library was loaded"
+    assert len(caught) == 1, caught
+    assert str(target) in caught[0] and "SHA-256 does not match the one recorded at build time" in caught[0]
+    assert caught[0].startswith("xpnet: not loading compiled kernels from ")
+    assert "rebuilt" in caught[0]
+    # rebuilt in its place, with a record that matches
+    assert lib is not None and "loaded" in text and "does not match" in text
+    assert target.read_bytes() != lib_path.read_bytes()
+    assert target.with_name(target.name + ".sha256").read_text().strip() == \
+        hashlib.sha256(target.read_bytes()).hexdigest()
+    _check_against_generic(rng)
+
+
+@needs_cc
+def test_a_planted_library_without_a_rebuild_leaves_the_numpy_path(fresh, prebuilt, planted, monkeypatch, rng):
+    lib_path, marker, target = planted
+    _install(prebuilt, fresh)
+    shutil.copyfile(lib_path, target)
+    monkeypatch.setattr(native, "_build", lambda *a: "the compiler is gone")
+    lib, text, caught = _load_catching()
+    assert lib is None and not marker.exists()
+    assert len(caught) == 1, caught
+    assert caught[0] == (f"xpnet: not loading compiled kernels from {target}: its SHA-256 does not match the one "
+                         f"recorded at build time; using the NumPy kernels")
+    assert "does not match" in text and "the compiler is gone" in text
+    _check_against_generic(rng)
+
+
+def _fake_build(prebuilt):
+    """A stand-in for the compiler: the prebuilt library and record, put in place atomically."""
+    def build(cc, flags, target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            for source, dest in ((prebuilt.with_name(prebuilt.name + ".sha256"), target + ".sha256"),
+                                 (prebuilt, target)):
+                if not source.exists():
+                    continue
+                tmp = dest + ".tmp"
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
+        except OSError as exc:  # as _build: the complaint, not an exception
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            return str(exc)
+        return None
+    return build
+
+
+@needs_cc
+@pytest.mark.parametrize("how, reason", [
+    ("no record", "its SHA-256 record is missing"),
+    ("library is a symlink", "it is a symlink"),
+    ("record is a symlink", "its SHA-256 record is a symlink"),
+    ("library is group-writable", "it is group- or world-writable"),
+    ("record is world-writable", "its SHA-256 record is group- or world-writable"),
+    ("record is a directory", "its SHA-256 record is not a regular file"),
+])
+def test_a_cached_library_failing_a_check_is_not_loaded(fresh, prebuilt, planted, monkeypatch, how, reason):
+    lib_path, marker, target = planted
+    record = target.with_name(target.name + ".sha256")
+    data = lib_path.read_bytes()
+    elsewhere = lib_path.with_name("elsewhere")
+    if how == "no record":
+        target.write_bytes(data)
+    elif how == "library is a symlink":  # to a file whose SHA-256 the record holds: only the link is wrong
+        target.symlink_to(lib_path)
+        _record(target, data)
+    elif how == "record is a symlink":
+        target.write_bytes(data)
+        _record(elsewhere, data)
+        record.symlink_to(elsewhere.with_name(elsewhere.name + ".sha256"))
+    elif how == "library is group-writable":
+        target.write_bytes(data)
+        os.chmod(target, 0o664)
+        _record(target, data)
+    elif how == "record is world-writable":
+        target.write_bytes(data)
+        _record(target, data)
+        os.chmod(record, 0o646)
+    elif how == "record is a directory":
+        target.write_bytes(data)
+        record.mkdir()
+    monkeypatch.setattr(native, "_build", _fake_build(prebuilt))
+    lib, text, caught = _load_catching()
+    assert not marker.exists(), "the planted library was loaded"
+    assert len(caught) == 1, caught
+    assert caught[0].startswith(f"xpnet: not loading compiled kernels from {target}: {reason}"), caught[0]
+    assert reason in text
+    assert lib is not None and "loaded" in text
+    if how == "record is a directory":  # the rebuild cannot replace it: the generic build is loaded instead
+        assert record.is_dir() and "generic" in text and "; using " in caught[0]
+    else:  # replaced by the rebuild, which is loaded
+        assert not target.is_symlink() and not record.is_symlink()
+        assert target.read_bytes() == prebuilt.read_bytes()
+        assert caught[0].endswith(f"; using {target}, rebuilt from the C sources")
+
+
+@needs_cc
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])
+def test_a_group_or_world_writable_cache_directory_is_refused(fresh, prebuilt, monkeypatch, rng, mode):
+    cache = fresh / "cache"
+    cache.mkdir()
+    _install(prebuilt, cache)  # even a library that would verify is not loaded from there
+    os.chmod(cache, mode)
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(cache))
+    native.reset()
+    monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("built into an unsafe directory"))
+    lib, text, caught = _load_catching()
+    assert lib is None
+    assert len(caught) == 1, caught
+    assert caught[0].startswith(f"xpnet: not loading compiled kernels from {cache}: the directory is group- or "
+                                f"world-writable (mode {mode:#o}")
+    assert caught[0].endswith("; using the NumPy kernels")
+    assert "group- or world-writable" in text and str(cache) in text
+    _check_against_generic(rng)
+
+
+def test_a_cache_directory_owned_by_someone_else_is_refused(fresh, monkeypatch, rng):
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setattr(native.os, "getuid", lambda: os.stat(fresh).st_uid + 1)
+    monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("built into an unsafe directory"))
+    lib, text, caught = _load_catching()
+    assert lib is None and len(caught) == 1
+    assert f"from {fresh}: the directory is owned by another user" in caught[0]
+    _check_against_generic(rng)
+
+
+@needs_cc
+def test_the_cache_directory_is_created_private(fresh, prebuilt, monkeypatch):
+    cache = fresh / "new" / "cache"
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(cache))
+    native.reset()
+    monkeypatch.setattr(native, "_build", _fake_build(prebuilt))
+    lib, _, caught = _load_catching()
+    assert lib is not None and caught == []
+    assert os.stat(cache).st_mode & 0o777 == 0o700

@@ -10,6 +10,15 @@ dtypes a kernel does not cover (the few-channel convolutions are float32 only, t
 float32 and float64).
 
 ``status()`` says which it is (``python -m xpnet info`` prints it).
+
+The cache is trusted only as far as it can be checked: the build records the library's SHA-256 in
+``<library>.sha256`` beside it, and a library is loaded only from a directory this user owns that
+nobody else may write (created 0o700), only when it and its record are regular files owned by this
+user and writable by no one else, and only when its bytes hash to the record. The bytes read and
+hashed are the bytes loaded (copied to a private temporary file in that directory, loaded, removed),
+so the file cannot be swapped between the check and the load. A library that fails a check is
+rebuilt in its place; a directory that fails one leaves the NumPy kernels. Either way one warning
+says which path and why, and ``status()`` repeats it.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 
 # each source with its own floating-point contraction: the convolution loops want fused multiply-adds,
 # the elementwise kernels must round each operation as the NumPy code they replace does
@@ -65,7 +76,11 @@ def _cpu_signature() -> str:
 
 def _source_text() -> bytes:
     here = os.path.join(os.path.dirname(__file__), "csrc")
-    return b"".join(open(os.path.join(here, name), "rb").read() + flags.encode() for name, flags in SOURCES.items())
+    parts = []
+    for name, flags in SOURCES.items():
+        with open(os.path.join(here, name), "rb") as src:
+            parts.append(src.read() + flags.encode())
+    return b"".join(parts)
 
 
 def _flag_sets():
@@ -75,11 +90,11 @@ def _flag_sets():
 
 def _build(cc: str, flags, target: str) -> str | None:
     """Compile each source to an object, link them into ``target`` (written under a temporary name,
-    then renamed: another process never sees a half-written library). Returns None or the
-    compiler's complaint."""
+    then renamed: another process never sees a half-written library) and record its SHA-256 beside
+    it (``_record_path``, also written under a temporary name, and before the library, so that a
+    reader never finds a new library with no record). Returns None or the compiler's complaint."""
     here = os.path.join(os.path.dirname(__file__), "csrc")
     try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
         work_dir = tempfile.TemporaryDirectory(dir=os.path.dirname(target))
     except OSError as exc:  # a cache directory we may not write: say so, keep the NumPy paths
         return f"cannot write {os.path.dirname(target)}: {exc}"
@@ -96,10 +111,107 @@ def _build(cc: str, flags, target: str) -> str | None:
             problem = _run([cc, *flags, "-shared", "-o", linked, *objects])
             if problem:
                 return problem
+            os.chmod(linked, 0o644)  # whatever the umask: a group-writable library would be refused
+            with open(linked, "rb") as built:
+                digest = hashlib.sha256(built.read()).hexdigest()
+            _write_atomically(_record_path(target), (digest + "\n").encode())
             os.replace(linked, target)
             return None
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
+
+
+def _record_path(target: str) -> str:
+    return target + ".sha256"
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".xpnet_tmp_")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _prepare_cache_dir(path: str):
+    """Create the cache directory (0o700) if need be. Returns (problem, refusal): ``problem`` when it
+    cannot be created, ``refusal`` when it exists but may not be trusted; both None when it may."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:  # a cache directory we may not write: say so, keep the NumPy paths
+        return f"cannot write {path}: {exc}", None
+    if not stat.S_ISDIR(st.st_mode):
+        return None, "it is not a directory"
+    if st.st_uid != os.getuid():
+        return None, f"the directory is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return None, (f"the directory is group- or world-writable (mode {stat.S_IMODE(st.st_mode):#o}; "
+                      f"chmod go-w it)")
+    return None, None
+
+
+def _read_trusted(path: str, name: str, limit: int = -1):
+    """The bytes of ``path`` if it is a regular file (not a symlink) owned by this user and writable by
+    no one else, else (None, why not, ``name`` saying which file). The checks are made on the
+    descriptor that is read."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return None, f"{name} is a symlink"
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None, f"{name} is missing"
+    except OSError as exc:
+        return None, f"{name} cannot be read ({exc})"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"{name} is not a regular file"
+        if st.st_uid != os.getuid():
+            return None, f"{name} is owned by another user (uid {st.st_uid})"
+        if st.st_mode & 0o022:
+            return None, f"{name} is group- or world-writable (mode {stat.S_IMODE(st.st_mode):#o})"
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit), None
+    except OSError as exc:
+        return None, f"{name} cannot be read ({exc})"
+    finally:
+        os.close(fd)
+
+
+def _verified_bytes(target: str):
+    """(the library's bytes, None) when ``target`` and its record pass every check, else (None, why)."""
+    data, why = _read_trusted(target, "it")
+    if data is None:
+        return None, why
+    record, why = _read_trusted(_record_path(target), "its SHA-256 record", limit=256)
+    if record is None:
+        return None, why
+    if hashlib.sha256(data).hexdigest() != record.decode("ascii", "replace").strip():
+        return None, "its SHA-256 does not match the one recorded at build time"
+    return data, None
+
+
+def _load_bytes(data: bytes, directory: str):
+    """Load exactly ``data`` (already verified): written to a private temporary file in the checked
+    directory, loaded from there, removed (the loaded mapping outlives the name)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".xpnet_load_", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return ctypes.CDLL(tmp)
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _run(cmd) -> str | None:
@@ -143,33 +255,58 @@ def _declare(lib):
 
 
 def _load():
+    """(library or None, status text, warning text or None)."""
     if sys.platform.startswith("win"):
-        return None, "no compiled kernels on Windows"
+        return None, "no compiled kernels on Windows", None
     cc = _compiler()
     if cc is None:
-        return None, "no C compiler found (set CC)"
+        return None, "no C compiler found (set CC)", None
     try:
         source = _source_text()
     except OSError as exc:
-        return None, f"C sources missing: {exc}"
-    reasons = []
+        return None, f"C sources missing: {exc}", None
+    cache = _cache_dir()
+    problem, refusal = _prepare_cache_dir(cache)
+    if problem is not None:
+        return None, "compiled kernels unavailable: " + problem[-300:], None
+    if refusal is not None:
+        why = f"not loading compiled kernels from {cache}: {refusal}"
+        return None, why, f"xpnet: {why}; using the NumPy kernels"
+    reasons, refused = [], []
     for flags in _flag_sets():
+        built = False
         key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(flags).encode(),
                                          _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
-        target = os.path.join(_cache_dir(), f"xpnet_native_{key}.so")
-        if not os.path.exists(target):
+        target = os.path.join(cache, f"xpnet_native_{key}.so")
+        data, why = _verified_bytes(target)
+        if data is None:
+            if os.path.lexists(target):  # there, but not to be trusted: rebuilt in its place
+                refused.append(f"not loading compiled kernels from {target}: {why}")
             problem = _build(cc, flags, target)
             if problem is not None:
                 reasons.append(problem)
                 continue
+            built = True
+            data, why = _verified_bytes(target)
+            if data is None:
+                reasons.append(f"{target}: {why} after rebuilding it")
+                continue
         try:
-            lib = ctypes.CDLL(target)
+            lib = _load_bytes(data, cache)
             _declare(lib)
-            arch = "-march=native" if "-march=native" in flags else "generic"
-            return lib, f"compiled kernels loaded ({os.path.basename(cc)}, {arch}, {target})"
         except (OSError, AttributeError) as exc:
             reasons.append(str(exc))
-    return None, "compiled kernels unavailable: " + "; ".join(reasons)[-300:]
+            continue
+        arch = "-march=native" if "-march=native" in flags else "generic"
+        text = f"compiled kernels loaded ({os.path.basename(cc)}, {arch}, {target})"
+        if refused:
+            instead = f"using {target}" + (", rebuilt from the C sources" if built else "")
+            text += "; " + "; ".join(refused)
+            return lib, text, "xpnet: " + "; ".join(refused) + "; " + instead
+        return lib, text, None
+    text = "compiled kernels unavailable: " + "; ".join(refused + ["; ".join(reasons)[-300:]])
+    warning = ("xpnet: " + "; ".join(refused) + "; using the NumPy kernels") if refused else None
+    return None, text, warning
 
 
 def library():
@@ -177,10 +314,13 @@ def library():
     if not enabled():
         return None
     if not _state["loaded"]:
+        warning = None
         with _lock:
             if not _state["loaded"]:
-                _state["lib"], _state["reason"] = _load()
+                _state["lib"], _state["reason"], warning = _load()
                 _state["loaded"] = True
+        if warning:  # once per load, outside the lock (an error filter must not leave it half done)
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
     return _state["lib"]
 
 

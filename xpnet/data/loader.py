@@ -65,25 +65,21 @@ class DataLoader:
                  backend=None, device=None, prefetch=2):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
-            raise ValueError(f"DataLoader: prefetch must be a non-negative integer, got {prefetch!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"DataLoader: transform must be callable as transform(x, rng), got {transform!r}")
         self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.batch_size = _integer("batch_size", batch_size, 1)
+        self.shuffle = _flag("shuffle", shuffle)
+        self.drop_last = _flag("drop_last", drop_last)
         self.transform = transform
-        self.prefetch = int(prefetch)
+        self.prefetch = _integer("prefetch", prefetch, 0)
         self._backend = _resolve_backend(backend, device)
         if seed is None and (self.shuffle or transform is not None):
             source = self._backend if self._backend is not None else get_backend()
             seed = int(source.rng.host().integers(0, 2**63 - 1))
         elif seed is None:
             seed = 0  # nothing random to seed: leave the backend's stream untouched
-        self.seed = int(seed)
+        self.seed = _integer("seed", seed, 0)
         self.epoch = 0
 
     # -- sizes and order ----------------------------------------------------------------------
@@ -112,9 +108,7 @@ class DataLoader:
     # -- resumption ---------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``."""
-        if int(epoch) < 0:
-            raise ValueError(f"DataLoader.set_epoch: epoch must be non-negative, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch = _integer("epoch", epoch, 0)
 
     def state_dict(self) -> dict:
         """``{'epoch': next epoch, 'seed': base seed}``: enough to replay the same epochs."""
@@ -124,8 +118,9 @@ class DataLoader:
         missing = {"epoch", "seed"} - set(state)
         if missing:
             raise KeyError(f"DataLoader.load_state_dict: missing keys {sorted(missing)}; got {sorted(state)}")
-        self.seed = int(state["seed"])
-        self.set_epoch(int(state["epoch"]))
+        seed = _integer("seed", state["seed"], 0)
+        self.set_epoch(state["epoch"])
+        self.seed = seed
 
     # -- iteration ----------------------------------------------------------------------------
     def __iter__(self):
@@ -139,6 +134,21 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch})")
+
+
+def _integer(name, value, minimum):
+    """``value`` as an int, refusing a non-integer (a bool, a float, a string) or one below ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"DataLoader: {name} must be {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _flag(name, value):
+    """``value`` as a bool, refusing anything but True or False (a string 'False' is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"DataLoader: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _resolve_backend(backend, device):

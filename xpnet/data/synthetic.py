@@ -25,7 +25,15 @@ def synthetic_splits(input_shape=(1, 28, 28), size=512, seed=0, num_classes=10):
 
 def channel_stats(dataset, limit=2000):
     """(scale, mean per channel, std per channel) of the first ``limit`` inputs of ``dataset``,
-    after scaling uint8 images by 1/255 (scale is that factor, 1.0 for float data)."""
+    after scaling uint8 images by 1/255 (scale is that factor, 1.0 for float data).
+
+    An empty dataset (no statistics to take) or a ``limit`` below 1 is a ValueError.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"channel_stats: limit must be a positive integer, got {limit!r}")
+    if len(dataset) == 0:
+        raise ValueError(f"channel_stats: {type(dataset).__name__} has 0 samples; channel statistics need at "
+                         f"least one")
     arrays = getattr(dataset, "arrays", None)
     if arrays is not None:
         images = arrays[0][:limit]

@@ -1,28 +1,45 @@
-"""Checkpoints: safetensors files with a JSON header, written atomically.
+"""Checkpoints: safetensors files with a JSON header, written atomically, read as hostile input.
 
 Layout of one file:
   tensors   ``model.<key>`` for every state_dict entry, ``optimizer.<param>.<name>`` for every
             array in the optimizer state;
   metadata  ``xpnet`` -> a JSON document: format version, epoch, model name and options,
             optimizer class, param groups and scalar state, scheduler state, RNG states, history.
-Nothing is ever unpickled. A save writes a temporary file in the same folder, fsyncs it and renames
-it over the target, so a crash mid-save leaves the previous checkpoint intact.
+Nothing is ever unpickled. A save writes a temporary file ``.tmp-XXXXXXXX.part`` in the same folder,
+fsyncs it and renames it over the target (a link planted there is replaced, never followed), so a
+crash mid-save leaves the previous checkpoint intact; ``remove_stale_temporaries`` clears what a
+killed save left behind.
+
+Reading accepts regular files only, reads the 8-byte header length, checks the header (at most
+``MAX_HEADER_BYTES``), every tensor entry, the file size and the xpnet document
+(``check_header``) before the body is read, then reads exactly the body. Loading checks every
+tensor and state against the model, optimizer and scheduler first, then applies them as one
+transaction: on any failure model, optimizer, scheduler and RNG are left exactly as they were.
+Every failure is a CheckpointError whose one-line message names the file and the field.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
+import stat
 import tempfile
 
 from ..backends import backend_name_of, to_numpy
+from ..safe_io import NotARegularFileError, open_regular_fd
+from .checkpoint_validate import (FORMAT, MAX_HEADER_BYTES, VERSION, CheckpointError, array_from_body,
+                                  check_header, check_model_state, check_optimizer_state, check_scheduler_state,
+                                  fail, loads_json, nonfinite_report, optimizer_state_from, parse_file_header,
+                                  restore_keys)
 
-FORMAT = "xpnet-checkpoint"
-VERSION = 1
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "MAX_HEADER_BYTES", "TEMP_PATTERN", "atomic_write_bytes",
+           "assert_finite_state", "check_header", "load_checkpoint", "nonfinite_report", "read_checkpoint",
+           "read_checkpoint_header", "remove_stale_temporaries", "save_checkpoint"]
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the model it is loaded into."""
+TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".part"
+TEMP_PATTERN = re.compile(r"\.tmp-[A-Za-z0-9_]{1,64}\.part")  # mkstemp's names with our prefix and suffix
 
 
 def _split_optimizer_state(opt_state: dict):
@@ -51,17 +68,34 @@ def _jsonable(value):
     raise TypeError(f"checkpoint: cannot store {type(value).__name__} in the JSON header")
 
 
+# ------------------------------------------------------------------------------------- writing
+def _write_error(exc: OSError, path: str) -> OSError:
+    """``exc`` again (same errno, so the same OSError subclass) with a message naming the file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    message = f"cannot write {name} in {folder}: {reason}"
+    return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
+
+
 def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
+
+    A symbolic link at ``path`` is replaced by the file, never followed. On failure the temporary
+    file is removed and an OSError with the original errno names the file and the folder.
+    """
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)  # replaces a link at ``path`` itself
+        except OSError as exc:
+            raise _write_error(exc, path) from exc
     except BaseException:
         try:
             os.unlink(tmp)
@@ -80,8 +114,39 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(folder) -> list:
+    """Delete the ``.tmp-XXXXXXXX.part`` files an interrupted ``atomic_write_bytes`` (kill -9) left
+    in ``folder``: regular files whose names match ``TEMP_PATTERN`` exactly; links and anything else
+    are left alone (and never followed). Returns the paths removed. Call it when no save into
+    ``folder`` is under way (a run's start)."""
+    folder = os.fspath(folder)
+    removed = []
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return removed
+    try:
+        for name in os.listdir(dir_fd):
+            if not TEMP_PATTERN.fullmatch(name):
+                continue
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    os.unlink(name, dir_fd=dir_fd)  # unlink never follows a link
+                    removed.append(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+    finally:
+        os.close(dir_fd)
+    return removed
+
+
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, extra=None) -> str:
-    """Save model, optimizer, scheduler, RNG states and ``extra`` (JSON-able) to ``path``."""
+    """Save model, optimizer, scheduler, RNG states and ``extra`` (JSON-able) to ``path``.
+
+    Nothing checks for NaN/inf here (``load_checkpoint`` refuses them): call ``nonfinite_report``
+    or ``assert_finite_state`` first to keep a diverged state off the disk.
+    """
     from safetensors.numpy import save
 
     from ..backends import get_backend
@@ -114,80 +179,185 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, extra=
     return str(path)
 
 
+# ------------------------------------------------------------------------------------- reading
+
+def _open_regular(path):
+    """(fd, size) of ``path`` opened read-only, non-blocking; only regular files get this far."""
+    try:
+        return open_regular_fd(path, "checkpoint")
+    except NotARegularFileError as exc:
+        raise CheckpointError(f"checkpoint {path!r} is not a regular file (it is {exc.kind}); "
+                              f"give a .safetensors file") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _read_exactly(fd, count, path, what):
+    buffer = bytearray(count)
+    view, done = memoryview(buffer), 0
+    while done < count:
+        try:
+            got = os.readv(fd, [view[done:]])
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {path!r} cannot be read: {exc.strerror or exc}") from None
+        if got == 0:
+            raise fail(path, f"{what}: the file ended after {done} of {count} bytes (truncated while reading?)")
+        done += got
+    return buffer
+
+
+def _read_head(fd, size, path):
+    """(header, entries, body size) from the first 8 + N bytes; nothing else is read."""
+    if size < 8:
+        raise fail(path, f"file is {size} bytes, too short for a safetensors file (8 bytes of header length)")
+    header_len = int.from_bytes(_read_exactly(fd, 8, path, "header length"), "little")
+    if header_len > MAX_HEADER_BYTES:
+        raise fail(path, f"header length field says {header_len} bytes, more than the limit of {MAX_HEADER_BYTES}")
+    if 8 + header_len > size:
+        raise fail(path, f"header length field says {header_len} bytes but the file is {size} bytes (truncated)")
+    raw = _read_exactly(fd, header_len, path, "header")
+    entries, metadata, body_size = parse_file_header(raw, path, header_len, size)
+    if "xpnet" not in metadata:
+        raise CheckpointError(f"{path!r} is a safetensors file but not an xpnet checkpoint (no xpnet header)")
+    header = loads_json(metadata["xpnet"], path, "header field '__metadata__.xpnet'")
+    check_header(header, entries, path)
+    return header, entries, body_size
+
+
+def read_checkpoint_header(path):
+    """(header, {name: {'dtype', 'shape', 'begin', 'end'}}) of a checkpoint, checked as by
+    ``read_checkpoint``, without reading the tensors (cheap for any file size)."""
+    path = os.fsdecode(path)
+    fd, size = _open_regular(path)
+    try:
+        header, entries, _ = _read_head(fd, size, path)
+    finally:
+        os.close(fd)
+    return header, entries
+
+
 def read_checkpoint(path):
     """(header dict, {name: NumPy array}) of a checkpoint file; CheckpointError on any problem."""
-    from safetensors.numpy import load
-
-    path = str(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    with open(path, "rb") as handle:
-        payload = handle.read()
+    path = os.fsdecode(path)
+    fd, size = _open_regular(path)
     try:
-        tensors = load(payload)
-        size = int.from_bytes(payload[:8], "little")
-        raw_header = json.loads(payload[8:8 + size])
-        header = json.loads(raw_header.get("__metadata__", {}).get("xpnet", "null"))
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a safetensors file "
-                              f"({len(payload)} bytes): {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is a safetensors file but not an xpnet checkpoint (no xpnet header)")
+        header, entries, body_size = _read_head(fd, size, path)
+        body = _read_exactly(fd, body_size, path, "tensor data")
+    finally:
+        os.close(fd)
+    tensors = {name: array_from_body(body, entry, name, path) for name, entry in entries.items()}
     return header, tensors
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True) -> dict:
-    """Load a checkpoint into ``model`` (and optimizer, scheduler). Returns the JSON header.
+# ------------------------------------------------------------------------------------- loading
+def assert_finite_state(model, optimizer=None, where: str = "") -> None:
+    """Raise FloatingPointError naming the first NaN/inf parameter, buffer, optimizer state array
+    or param-group number (see ``nonfinite_report``); ``where`` prefixes the message."""
+    bad = nonfinite_report(model, optimizer)
+    if bad:
+        raise FloatingPointError(f"{where}: {bad}" if where else bad)
 
-    Everything is validated before anything changes: a checkpoint of another model raises
-    CheckpointError naming the keys, and leaves model, optimizer and scheduler as they were.
+
+def _scheduler_dicts(scheduler):
+    found = [scheduler]
+    for inner in getattr(scheduler, "_schedulers", ()) or ():
+        found += _scheduler_dicts(inner)
+    return found
+
+
+class _Snapshot:
+    """Model, optimizer, scheduler and RNG as they are now, to put back after a failed load."""
+
+    def __init__(self, model, optimizer, scheduler, rng):
+        # every parameter/buffer slot with its object and array: put back as they were, without
+        # calling anything that could fail again (load_state_dict replaces arrays, never writes in place)
+        from ..autodiff.tensor import Tensor
+
+        self.slots = []
+        for m in model.modules():
+            for store in (m._parameters, m._buffers):
+                for name, value in store.items():
+                    self.slots.append((store, name, value, value.data if isinstance(value, Tensor) else None))
+        self.optimizer = optimizer
+        if optimizer is not None:  # load_state_dict assigns new objects: keeping these restores exactly
+            self.opt_state, self.opt_groups = optimizer.state, optimizer.param_groups
+            self.opt_group_items = [dict(g) for g in optimizer.param_groups]
+        self.schedulers = [(s, dict(s.__dict__)) for s in _scheduler_dicts(scheduler)] if scheduler is not None else []
+        self.rng = rng
+        self.rng_state = copy.deepcopy(rng.get_state()) if rng is not None else None
+
+    def restore(self):
+        for store, name, value, data in self.slots:
+            store[name] = value
+            if data is not None and value.data is not data:
+                value.data = data
+        if self.optimizer is not None:
+            self.optimizer.state, self.optimizer.param_groups = self.opt_state, self.opt_groups
+            for group, items in zip(self.opt_groups, self.opt_group_items):
+                group.clear()
+                group.update(items)
+        for obj, attrs in self.schedulers:
+            obj.__dict__.clear()
+            obj.__dict__.update(attrs)
+        if self.rng is not None:
+            self.rng.set_state(self.rng_state)
+
+
+def _backend_name(label) -> str:
+    return str(label).partition(":")[0]
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True) -> dict:
+    """Load a checkpoint into ``model`` (and optimizer, scheduler, RNG). Returns the JSON header.
+
+    Everything is validated before anything changes (keys, shapes, dtype kinds, NaN/inf, optimizer
+    groups and state, scheduler fields), then applied as one transaction: on any failure
+    CheckpointError names the file and the field, and model, optimizer, scheduler and RNG are left
+    as they were. An RNG state from another backend's generator is skipped (weights still load).
     """
     from ..backends import get_backend
 
+    path = os.fsdecode(path)
     header, tensors = read_checkpoint(path)
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(model_sd))
-    unexpected = sorted(set(model_sd) - set(expected))
-    wrong = [(k, tuple(model_sd[k].shape), tuple(expected[k].shape)) for k in expected
-             if k in model_sd and tuple(model_sd[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        for k, got, want in wrong[:8]:
-            parts.append(f"{k}: checkpoint {got} vs model {want}")
-        raise CheckpointError(f"checkpoint {str(path)!r} (model {header['model']['name']!r}) does not fit "
-                              f"this model: " + "; ".join(parts) + ". The model was left unchanged.")
+    check_model_state(path, header, model, model_sd)
     opt_sd = None
     if optimizer is not None and "optimizer" in header:
-        info = header["optimizer"]
-        state = {}
-        for index in info["indices"]:
-            entry = dict(info["scalars"].get(str(index), {}))
-            prefix = f"optimizer.{index}."
-            for name, value in tensors.items():
-                if name.startswith(prefix):
-                    entry[name[len(prefix):]] = value
-            state[index] = entry
-        opt_sd = {"state": state, "param_groups": info["param_groups"]}
-    # optimizer first: its load validates and raises without changing anything
-    if opt_sd is not None:
-        backup = optimizer.state_dict()
-        optimizer.load_state_dict(opt_sd)
+        opt_sd = optimizer_state_from(header["optimizer"], tensors)
+        check_optimizer_state(path, optimizer, header["optimizer"], opt_sd)
+    load_scheduler = scheduler is not None and "scheduler" in header
+    if load_scheduler:
+        check_scheduler_state(path, scheduler, header["scheduler"])
+    rng = get_backend().rng if restore_rng and "rng" in header else None
+    snapshot = _Snapshot(model, optimizer, scheduler if load_scheduler else None, rng)
+    stage = "model"
     try:
-        model.load_state_dict(model_sd)
-    except Exception:
+        if rng is not None:
+            stage = "rng"
+            try:
+                rng.set_state(copy.deepcopy(header["rng"]))
+            except Exception as exc:  # noqa: BLE001 -- anything a generator refuses
+                rng.set_state(copy.deepcopy(snapshot.rng_state))
+                saved_backend = header.get("backend")
+                if not isinstance(saved_backend, str) or _backend_name(saved_backend) == get_backend().name:
+                    raise fail(path, f"header field 'rng' is not a valid {get_backend().name} generator state "
+                                     f"({type(exc).__name__}: {exc})") from None
+                # a checkpoint from another backend's generator: weights load, the stream restarts
         if opt_sd is not None:
-            optimizer.load_state_dict(backup)
-        raise
-    if scheduler is not None and "scheduler" in header:
-        scheduler.load_state_dict(header["scheduler"]["state"])
-    if restore_rng and "rng" in header:
-        try:
-            get_backend().rng.set_state(header["rng"])
-        except (TypeError, ValueError, KeyError):
-            pass  # a checkpoint from another backend's generator: weights load, the stream restarts
+            stage = "optimizer"
+            optimizer.load_state_dict(opt_sd)
+        if load_scheduler:
+            stage = "scheduler"
+            scheduler.load_state_dict(restore_keys(copy.deepcopy(header["scheduler"]["state"]), scheduler.state_dict()))
+        stage = "model"
+        model.load_state_dict(model_sd)
+    except BaseException as exc:
+        snapshot.restore()
+        if isinstance(exc, CheckpointError) or not isinstance(exc, Exception):
+            raise
+        first = (str(exc).splitlines() or [""])[0]
+        raise fail(path, f"the {stage} state could not be applied ({type(exc).__name__}: {first}); model, "
+                         "optimizer, scheduler and RNG were left as they were") from exc
     return header

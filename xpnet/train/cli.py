@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import signal
 import sys
 import time
 
@@ -15,30 +18,61 @@ class UsageError(ValueError):
     """A mistake on the command line or in the data: printed in one or two lines."""
 
 
+MAX_SEED = 2**32 - 1
+
+
+def _number_type(kind, accepted, test):
+    """An argparse type: ``kind`` (int or float) that passes ``test``; argparse turns the
+    ArgumentTypeError into "argument --NAME: ..." and exit code 2."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or not test(value):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    parse.__name__ = accepted  # argparse names the type in its "invalid ... value" fallback
+    return parse
+
+
+positive_int = _number_type(int, "a positive integer", lambda v: v >= 1)
+seed_int = _number_type(int, f"an integer from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
+positive_float = _number_type(float, "a positive finite number", lambda v: v > 0)
+non_negative_float = _number_type(float, "a finite number >= 0", lambda v: v >= 0)
+momentum_float = _number_type(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
 def _add_common(p):
     p.add_argument("--dataset", default="mnist-sample", help="one of: " + ", ".join(DATASET_FORMS))
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--backend", default=None, help="numpy | cupy | array_api_strict | torch | auto")
     p.add_argument("--device", default=None, help="e.g. 0, cuda:1, device1")
-    p.add_argument("--image-size", type=int, default=None, help="resize side for folder datasets")
+    p.add_argument("--image-size", type=positive_int, default=None, help="resize side for folder datasets")
 
 
 def register_cli(sub):
     p = sub.add_parser("train", help="train a model (default: vgg_small on the embedded MNIST sample)")
     p.add_argument("--model", default="vgg_small")
     _add_common(p)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="total epochs (with --resume: the total to reach, not the number to add)")
+    p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--momentum", type=momentum_float, default=0.9)
+    p.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
     p.add_argument("--scheduler", default="onecycle", choices=("onecycle", "cosine", "step", "none"))
     p.add_argument("--no-augment", action="store_true", help="turn off random crops/flips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>)")
-    p.add_argument("--resume", default=None, help="continue from a checkpoint written by xpnet train")
-    p.add_argument("--limit-batches", type=int, default=None, help="at most this many batches per epoch")
-    p.add_argument("--synthetic-size", type=int, default=None, help="images per synthetic split")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>; an earlier run "
+                   "there is never overwritten: the next free name DIR-2, DIR-3, ... is used)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --out")
+    p.add_argument("--resume", default=None, help="continue from a checkpoint written by xpnet train "
+                   "(in its own folder unless --out is given)")
+    p.add_argument("--limit-batches", type=positive_int, default=None, help="at most this many batches per epoch")
+    p.add_argument("--synthetic-size", type=positive_int, default=None, help="images per synthetic split")
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
     e.add_argument("checkpoint")
@@ -154,33 +188,68 @@ def _select_backend(args):
     return xpnet.get_backend()
 
 
+class _SigtermGuard:
+    """While active, SIGTERM raises TrainingTerminated in the main thread, so ``fit`` saves an
+    interrupted checkpoint as for Ctrl-C (schedulers and batch systems send SIGTERM)."""
+
+    def __enter__(self):
+        from .loop import TrainingTerminated
+
+        def handler(signum, frame):
+            raise TrainingTerminated("SIGTERM")
+
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread: leave SIGTERM as it is
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _resume_header(path, model_name):
+    """The resumed checkpoint's header, checked against --model before any data is read."""
+    from .checkpoint import CheckpointError, read_checkpoint_header
+
+    try:
+        header, _ = read_checkpoint_header(path)
+    except CheckpointError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    if header["model"]["name"] != model_name:
+        raise UsageError(f"checkpoint {path!r} holds model {header['model']['name']!r}, "
+                         f"not {model_name!r}; pass --model {header['model']['name']}")
+    return header
+
+
 def cmd_train(args) -> int:
     import xpnet
 
     _register_synthetic()
     from .. import data, models, nn
-    from .checkpoint import read_checkpoint
     from .loop import fit
     from .plots import plot_history
+    from .rundir import choose_run_dir, prepare_run_dir
 
     backend = _select_backend(args)
     xpnet.manual_seed(args.seed)
     epochs_d, batch_d, lr_d = _DEFAULTS[args.optimizer]
-    epochs = args.epochs or epochs_d
-    batch_size = args.batch_size or batch_d
-    lr = args.lr or lr_d
+    epochs = epochs_d if args.epochs is None else args.epochs
+    batch_size = batch_d if args.batch_size is None else args.batch_size
+    lr = lr_d if args.lr is None else args.lr
     if args.model not in models.list_models():
         raise UsageError(f"unknown model {args.model!r}; available: {', '.join(models.list_models())}")
+    if args.resume:
+        header = _resume_header(args.resume, args.model)
+        if int(header["epoch"]) >= epochs:
+            raise UsageError(f"--epochs {epochs} is the total to reach, but checkpoint {args.resume!r} already "
+                             f"holds {header['epoch']} epoch(s); give --epochs larger than {header['epoch']}")
     splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed)
     num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
-    out = args.out or os.path.join("runs", f"{args.model}-{args.dataset.split(':')[0]}")
-    os.makedirs(out, exist_ok=True)
     in_channels, side = sample_shape[0], sample_shape[-1]
-    if args.resume:
-        header, _ = read_checkpoint(args.resume)
-        if header["model"]["name"] != args.model:
-            raise UsageError(f"checkpoint {args.resume!r} holds model {header['model']['name']!r}, "
-                             f"not {args.model!r}; pass --model {header['model']['name']}")
     try:
         model = models.create(args.model, num_classes=num_classes, in_channels=in_channels, input_size=side)
     except ValueError as exc:
@@ -193,23 +262,46 @@ def cmd_train(args) -> int:
     train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
                                    seed=args.seed, transform=train_tf, prefetch=prefetch)
     test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch)
+    if len(train_loader) == 0:
+        raise UsageError(f"--batch-size {batch_size} is larger than the training split of {args.dataset} "
+                         f"({len(splits.train)} images): no full batch per epoch; lower --batch-size")
     steps = len(train_loader) if args.limit_batches is None else min(len(train_loader), args.limit_batches)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), lr, args.momentum, args.weight_decay)
     scheduler = _make_scheduler(args.scheduler, optimizer, lr, epochs, steps)
-    params = sum(p.size for p in model.parameters())
+    # the output folder last: every check above needs no disk, and a refused run leaves nothing behind
+    if args.out is not None:
+        wanted = args.out
+    elif args.resume:
+        wanted = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        wanted = os.path.join("runs", f"{args.model}-{args.dataset.split(':')[0]}")
+    out, note = choose_run_dir(wanted, resume=args.resume, overwrite=args.overwrite)
+    cleaned = prepare_run_dir(out)
+    if note:
+        print(f"xpnet train: {note}", flush=True)
+    if cleaned:
+        print(f"xpnet train: removed {len(cleaned)} temporary file(s) an interrupted save left in {out}", flush=True)
+    params = sum(p.numel() for p in model.parameters())
     print(f"xpnet train: {args.model} ({params:,} parameters) on {args.dataset} "
           f"({len(splits.train)} train / {len(splits.test)} test images of {sample_shape}), backend {backend}, "
-          f"{args.optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs", flush=True)
+          f"{args.optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs, output {out}", flush=True)
     started = time.perf_counter()
-    history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
-                  scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
-                  max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
+    with _SigtermGuard():
+        history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
+                      scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
+                      max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
     took = time.perf_counter() - started
     csv_path = history.to_csv(os.path.join(out, "history.csv"))
     plot = plot_history(history, os.path.join(out, "curves.png")) if history["epoch"] else None
     if history.interrupted:
-        print(f"interrupted: checkpoint saved to {history.checkpoint_path} (resume with --resume)")
-        return 130
+        code = 143 if history.signal == "SIGTERM" else 130
+        if history.unsaved_reason:
+            print(f"interrupted ({history.signal}): {history.unsaved_reason}"
+                  + (f"; the last good checkpoint is {history.checkpoint_path}" if history.checkpoint_path else ""))
+        else:
+            print(f"interrupted ({history.signal}): checkpoint saved to {history.checkpoint_path} "
+                  f"(resume with --resume {history.checkpoint_path})")
+        return code
     final = history["val_acc"][-1] if history["val_acc"] else float("nan")
     print(f"test accuracy {100 * final:.2f}% on {len(splits.test)} held-out images after {took:.1f}s")
     print(f"checkpoint: {history.checkpoint_path}")
@@ -224,16 +316,20 @@ def cmd_eval(args) -> int:
 
     _register_synthetic()
     from .. import data, models
-    from .checkpoint import load_checkpoint, read_checkpoint
+    from .checkpoint import load_checkpoint, read_checkpoint_header
     from .metrics import confusion_matrix, correct_count, top_k_correct
 
     _select_backend(args)
-    header, _ = read_checkpoint(args.checkpoint)
+    header, _ = read_checkpoint_header(args.checkpoint)
     name, options = header["model"]["name"], dict(header["model"].get("options") or {})
     if name not in models.list_models():
         raise UsageError(f"checkpoint {args.checkpoint!r} holds model {name!r}, which this xpnet does not know")
     splits = load_splits(args.dataset, name, None, args.image_size)
     num_classes = splits.num_classes
+    trained_classes = options.get("num_classes", num_classes)
+    if trained_classes != num_classes:
+        raise UsageError(f"checkpoint {args.checkpoint!r} was trained for {trained_classes} classes, but "
+                         f"{args.dataset} has {num_classes}; evaluate it on a dataset with the same classes")
     model = models.create(name, **options)
     load_checkpoint(args.checkpoint, model, restore_rng=False)
     check_model_fits(model, tuple(splits.input_shape), name)
@@ -250,8 +346,7 @@ def cmd_eval(args) -> int:
             seen += yb.shape[0]
             preds.append(xpnet.argmax(out, axis=-1))
             targets.append(yb)
-    cm = xpnet.to_numpy(confusion_matrix(xpnet.concat(preds).data, xpnet.concat(targets).data,
-                                         options.get("num_classes", num_classes)))
+    cm = xpnet.to_numpy(confusion_matrix(xpnet.concat(preds).data, xpnet.concat(targets).data, num_classes))
     print(f"{name} from {args.checkpoint} (epoch {header['epoch']}) on {args.dataset}: "
           f"accuracy {100 * correct / seen:.2f}%  top-5 {100 * top5 / seen:.2f}%  ({seen} images)")
     print("confusion matrix (rows: true class, columns: predicted):")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -12,7 +13,8 @@ from array_api_compat import array_namespace
 from ..autodiff import no_grad
 from ..backends import unwrap
 from .callbacks import copy_state
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau
+from .checkpoint import atomic_write_bytes, load_checkpoint, nonfinite_report, save_checkpoint
 from .metrics import correct_count
 from .progress import Progress
 
@@ -20,7 +22,13 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+    """The loss, the validation loss or the weights became NaN or infinite; training stopped and no
+    checkpoint was written from the diverged state (the message names the one on disk, if any)."""
+
+
+class TrainingTerminated(KeyboardInterrupt):
+    """Raised in the main thread by a SIGTERM handler (``xpnet train`` installs one): ``fit`` saves
+    an interrupted checkpoint exactly as for Ctrl-C."""
 
 
 class History(dict):
@@ -34,17 +42,22 @@ class History(dict):
         self.interrupted = False
         self.stopped_early = False
         self.checkpoint_path = None
+        self.signal = None  # 'SIGINT' or 'SIGTERM' when interrupted
+        self.unsaved_reason = None  # why an interrupted run wrote no checkpoint
 
     def append(self, record: dict):
         for k in HISTORY_KEYS:
             self[k].append(record.get(k))
 
     def to_csv(self, path: str) -> str:
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(HISTORY_KEYS)
-            for row in zip(*(self[k] for k in HISTORY_KEYS)):
-                writer.writerow(["" if v is None else v for v in row])
+        """Write the records as CSV, atomically (temporary file + rename; a link at ``path`` is
+        replaced, never followed)."""
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(HISTORY_KEYS)
+        for row in zip(*(self[k] for k in HISTORY_KEYS)):
+            writer.writerow(["" if v is None else v for v in row])
+        atomic_write_bytes(path, text.getvalue().encode())
         return path
 
 
@@ -127,8 +140,80 @@ class Trainer:
 
 def _scheduler_interval(scheduler, interval):
     if interval is not None:
+        if interval not in ("step", "epoch"):
+            raise ValueError(f"fit: scheduler_interval must be 'step' or 'epoch', got {interval!r}")
         return interval
-    return "step" if type(scheduler).__name__ == "OneCycleLR" else "epoch"
+    return "step" if isinstance(scheduler, OneCycleLR) else "epoch"
+
+
+# param-group entries a schedule owns: a rebuilt schedule keeps its own, not the checkpoint's
+_SCHEDULE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+def _resume(resume, model, optimizer, scheduler, train_loader, epochs, steps_per_epoch, interval):
+    """Restore a checkpoint for ``fit`` and rebuild the schedule at the saved position.
+
+    A replayable schedule (every LRScheduler except ReduceLROnPlateau) is not loaded from the file:
+    the one passed in, built for this run's total, is stepped from its start to where the
+    checkpoint stands (``epoch * steps_per_epoch`` steps per batch, ``epoch`` steps per epoch), so
+    2 epochs + resume to 4 equals 4 epochs, and a larger total stretches the rest of the schedule.
+    Everything is refused before the first step when it cannot work. Returns (start epoch, header,
+    message or None).
+    """
+    from .checkpoint import read_checkpoint_header
+
+    header, _ = read_checkpoint_header(resume)
+    start_epoch = int(header["epoch"])
+    if start_epoch >= epochs:
+        raise ValueError(f"fit: checkpoint {resume!r} already holds {start_epoch} epoch(s); epochs={epochs} "
+                         f"is the total to reach, so nothing is left to train (give more than {start_epoch})")
+    replay = scheduler is not None and not isinstance(scheduler, ReduceLROnPlateau)
+    target = start_epoch * steps_per_epoch if interval == "step" else start_epoch
+    if replay and isinstance(scheduler, OneCycleLR) and target > scheduler.total_steps:
+        raise ValueError(f"fit: OneCycleLR has {scheduler.total_steps} steps in all, but the checkpoint stands "
+                         f"at step {target}")
+    if replay:
+        fresh = [{k: g[k] for k in _SCHEDULE_KEYS if k in g} for g in optimizer.param_groups]
+        start_state = scheduler.state_dict()
+    header = load_checkpoint(resume, model, optimizer, None if replay else scheduler)
+    extra = header.get("extra", {})
+    if "loader" in extra and hasattr(train_loader, "load_state_dict"):
+        train_loader.load_state_dict(extra["loader"])
+    message = None
+    if replay:
+        for group, own in zip(optimizer.param_groups, fresh):
+            group.update(own)
+        scheduler.load_state_dict(start_state)
+        for _ in range(target):
+            scheduler.step()
+        saved = header.get("scheduler", {}).get("state", {})
+        unit = "step" if interval == "step" else "epoch"
+        message = (f"{type(scheduler).__name__} rebuilt for {epochs} epochs and advanced to {unit} {target} "
+                   f"(the checkpoint's schedule stood at {saved.get('last_epoch', '?')})")
+    return start_epoch, header, message
+
+
+def _checkpoint_on_disk(path):
+    """(path, epoch) of a readable checkpoint already at ``path``, else None."""
+    from .checkpoint import CheckpointError, read_checkpoint_header
+
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        return path, int(read_checkpoint_header(path)[0]["epoch"])
+    except CheckpointError:
+        return None
+
+
+def _diverged(what, epoch, step, saved):
+    """The TrainingDiverged for ``what`` at (epoch, step); ``saved`` is (path, epoch) on disk or None."""
+    where = f"at epoch {epoch + 1}, step {step}"
+    if saved:
+        kept = f"the checkpoint on disk is {saved[0]} from epoch {saved[1]}; it was not replaced"
+    else:
+        kept = "no checkpoint was written"
+    return TrainingDiverged(f"{what} {where}; training stopped and {kept} "
+                            "(lower the learning rate or clip gradients)")
 
 
 def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epochs=1, scheduler=None,
@@ -139,29 +224,43 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
     Each epoch: forward, loss, backward, optional gradient clipping, optimizer step (and a per-step
     scheduler step for OneCycleLR); then validation, the per-epoch scheduler step (ReduceLROnPlateau
     gets the validation loss), a checkpoint ``checkpoint_dir/checkpoint.safetensors`` (atomic) and the
-    callbacks. ``resume=PATH`` restores model, optimizer, scheduler, RNG, loader position and history
-    and continues with the next epoch, so 2 epochs + resume + 2 epochs equals 4 epochs.
+    callbacks. ``resume=PATH`` restores model, optimizer, RNG, loader position and history, rebuilds
+    the schedule for ``epochs`` at the saved position (see ``_resume``) and continues with the next
+    epoch, so 2 epochs + resume + 2 epochs equals 4 epochs. ``epochs`` is the total.
 
-    A NaN/inf loss raises TrainingDiverged naming the epoch and step (the last good checkpoint stays);
-    Ctrl-C saves ``interrupted.safetensors`` and returns the history with ``interrupted=True``.
+    Divergence: a NaN/inf training loss, a NaN/inf validation loss or any non-finite parameter,
+    buffer or optimizer state raises TrainingDiverged naming the epoch and step; a checkpoint is
+    written only from a finite state, so the one on disk (named in the message) is the last good one.
+    Ctrl-C (or SIGTERM through TrainingTerminated) saves ``interrupted.safetensors`` from a finite
+    state and returns the history with ``interrupted=True`` (and ``signal`` 'SIGINT' or 'SIGTERM').
     """
     if optimizer is None or loss_fn is None:
         raise TypeError("fit: optimizer and loss_fn are required")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fit: epochs must be a positive integer (the total to reach), got {epochs!r}")
+    if max_steps_per_epoch is not None and (isinstance(max_steps_per_epoch, bool) or
+                                            not isinstance(max_steps_per_epoch, int) or max_steps_per_epoch < 1):
+        raise ValueError(f"fit: max_steps_per_epoch must be a positive integer or None, got {max_steps_per_epoch!r}")
+    steps_per_epoch = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"fit: the training loader yields no batch per epoch (len(train_loader) = "
+                         f"{len(train_loader)}): the dataset is smaller than one batch, or empty")
+    interval = _scheduler_interval(scheduler, scheduler_interval)
     history = History(history)
     start_epoch = 0
+    ckpt_path = os.path.join(checkpoint_dir, "checkpoint.safetensors") if checkpoint_dir else None
+    saved = _checkpoint_on_disk(ckpt_path)  # (path, epoch) of the checkpoint that is on disk, or None
     if resume is not None:
-        header = load_checkpoint(resume, model, optimizer, scheduler)
-        start_epoch = int(header["epoch"])
-        extra = header.get("extra", {})
-        history = History(extra.get("history"))
-        if "loader" in extra and hasattr(train_loader, "load_state_dict"):
-            train_loader.load_state_dict(extra["loader"])
-    interval = _scheduler_interval(scheduler, scheduler_interval)
+        start_epoch, header, message = _resume(resume, model, optimizer, scheduler, train_loader, epochs,
+                                               steps_per_epoch, interval)
+        history = History(header.get("extra", {}).get("history"))
+        saved = (str(resume), start_epoch)
+        if message and stream is not None:
+            print(f"resume: epoch {start_epoch} of {epochs} from {resume}; {message}", file=stream, flush=True)
     trainer = Trainer(model, optimizer, scheduler, history)
     display = Progress(epochs, enabled=progress, stream=stream)
     for cb in callbacks:
         cb.on_train_begin(trainer)
-    ckpt_path = os.path.join(checkpoint_dir, "checkpoint.safetensors") if checkpoint_dir else None
 
     def state_extra():
         extra = {"history": {k: list(v) for k, v in history.items()}}
@@ -171,18 +270,18 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
             extra.update(extra_state)
         return extra
 
-    epoch = start_epoch
+    epoch, step = start_epoch, 0
     try:
         for epoch in range(start_epoch, epochs):
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             model.train()
-            steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
-            display.start_epoch(epoch, steps)
-            total_loss, correct, seen = 0.0, 0, 0
+            display.start_epoch(epoch, steps_per_epoch)
+            total_loss, correct, seen, step = 0.0, 0, 0, 0
             started = time.perf_counter()
-            for step, (xb, yb) in enumerate(train_loader):
-                if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
+            for step, (xb, yb) in enumerate(train_loader, start=1):
+                if step > steps_per_epoch:
+                    step -= 1
                     break
                 out = model(xb)
                 loss = loss_fn(out, yb)
@@ -194,11 +293,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
                     clip_grad_norm_(model.parameters(), clip_grad_norm)
                 value = float(loss.item())
                 if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped"
-                        + (f" and the last good checkpoint {ckpt_path} was kept" if ckpt_path and
-                           os.path.exists(ckpt_path) else "")
-                        + " (lower the learning rate or clip gradients)")
+                    raise _diverged(f"the training loss became {value}", epoch, step, saved)
                 optimizer.step()
                 if scheduler is not None and interval == "step":
                     scheduler.step()
@@ -208,15 +303,23 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
                 seen += n
                 elapsed = time.perf_counter() - started
                 display.update(total_loss / seen, correct / seen, seen / max(elapsed, 1e-9))
+            if seen == 0:
+                raise ValueError(f"fit: epoch {epoch + 1} produced no training batch although len(train_loader) "
+                                 f"is {len(train_loader)}")
             train_seconds = time.perf_counter() - started
             val_loss, val_acc = (None, None)
             if val_loader is not None:
                 val_loss, val_acc = evaluate(model, val_loader, loss_fn)
-            record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+                if val_loss is not None and not math.isfinite(val_loss):
+                    raise _diverged(f"the validation loss became {val_loss}", epoch, step, saved)
+            bad = nonfinite_report(model, optimizer)
+            if bad:
+                raise _diverged(bad, epoch, step, saved)
+            record = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
                       "val_loss": val_loss, "val_acc": val_acc, "lr": _current_lr(optimizer),
                       "seconds": time.perf_counter() - started, "images_per_s": seen / max(train_seconds, 1e-9)}
             if scheduler is not None and interval == "epoch":
-                if type(scheduler).__name__ == "ReduceLROnPlateau":
+                if isinstance(scheduler, ReduceLROnPlateau):
                     scheduler.step(val_loss if val_loss is not None else record["train_loss"])
                 else:
                     scheduler.step()
@@ -225,16 +328,24 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
             if ckpt_path:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch=epoch + 1, extra=state_extra())
                 history.checkpoint_path = ckpt_path
+                saved = (ckpt_path, epoch + 1)
             stop = False
             for cb in callbacks:
                 stop = bool(cb.on_epoch_end(trainer, epoch, record)) or stop
             if stop:
                 history.stopped_early = True
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         display.close()
         history.interrupted = True
+        history.signal = "SIGTERM" if isinstance(exc, TrainingTerminated) else "SIGINT"
         if checkpoint_dir:
+            bad = nonfinite_report(model, optimizer)
+            if bad:
+                # an interrupted step can leave nothing worth keeping; never save a diverged state
+                history.checkpoint_path = saved[0] if saved else None
+                history.unsaved_reason = f"{bad}, so no interrupted checkpoint was written"
+                return history
             path = os.path.join(checkpoint_dir, "interrupted.safetensors")
             save_checkpoint(path, model, optimizer, scheduler, epoch=len(history["epoch"]), extra=state_extra())
             history.checkpoint_path = path
@@ -244,4 +355,3 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
     for cb in callbacks:
         cb.on_train_end(trainer)
     return history
-

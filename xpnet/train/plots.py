@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
+from .checkpoint import atomic_write_bytes
+
 
 def plot_history(history: dict, path: str):
-    """Draw train/val loss and accuracy per epoch to ``path``. Returns the path, or None (with a
-    message on stderr) when matplotlib is not installed."""
+    """Draw train/val loss and accuracy per epoch to ``path`` (written atomically like a checkpoint).
+    Returns the path, or None (with a message on stderr) when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -34,6 +38,8 @@ def plot_history(history: dict, path: str):
     ax_acc.legend()
     ax_acc.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())  # never through a link planted at ``path``
     return path

@@ -21,9 +21,8 @@ import dataclasses
 import os
 import pathlib
 
-import numpy as np
-
 from ..dataset import Dataset, Subset, TensorDataset, stratified_split
+from .checks import check_labels, check_splits
 from .cifar import (
     RestrictedUnpickler,
     UnsafePickleError,
@@ -35,8 +34,9 @@ from .cifar import (
     read_cifar_python,
     restricted_load,
 )
-from .folder import ImageFolder, load_image_folder, require_pillow
+from .folder import ImageFolder, load_image_folder, require_pillow, size_pair
 from .idx import load_mnist, parse_idx, read_idx
+from ...safe_io import NotARegularFileError
 
 DEFAULT_IMAGE_SIZE = 224
 FOLDER_TEST_FRACTION = 0.1
@@ -55,6 +55,8 @@ class DatasetSplits:
     source          the directory it came from, or 'embedded'
 
     Images are uint8 0..255: put ``transforms.ToFloat()`` first in the loader's transform.
+    Creating one checks it (``checks.check_splits``): no empty split, one input shape for train
+    and test, as many class names as classes; each is a ValueError naming the dataset.
     """
 
     train: Dataset
@@ -63,6 +65,9 @@ class DatasetSplits:
     classes: list
     name: str
     source: str
+
+    def __post_init__(self):
+        check_splits(self)
 
     @property
     def input_shape(self) -> tuple:
@@ -167,7 +172,7 @@ def _cifar100(path, **options):
 
 def _folder(path, image_size=None, mode="RGB", **options):
     _unused(options, "folder")
-    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    size = size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size, "load_dataset(folder): image_size")
     if not path.is_dir():
         raise FileNotFoundError(f"dataset path {str(path)!r} is not a directory; folder:DIR expects one "
                                 f"subfolder per class (or DIR/train and DIR/val)")
@@ -194,5 +199,5 @@ __all__ = [
     "load_mnist", "read_idx", "parse_idx",
     "load_cifar10", "load_cifar100", "read_cifar_binary", "read_cifar_python", "detect_cifar",
     "cifar_class_names", "RestrictedUnpickler", "UnsafePickleError", "restricted_load",
-    "ImageFolder", "load_image_folder", "require_pillow",
+    "ImageFolder", "load_image_folder", "require_pillow", "NotARegularFileError", "check_labels",
 ]

@@ -10,18 +10,33 @@ CIFAR-100: a coarse and a fine label byte + 3,072 = 3,074 bytes.
 Python version: pickled dicts with bytes keys (``b'data'``: uint8 (N, 3072), ``b'labels'`` or
 ``b'fine_labels'``/``b'coarse_labels'``). They are read with ``RestrictedUnpickler``, which
 resolves only the handful of NumPy names an array needs and refuses everything else, so a
-doctored file cannot run code.
+doctored file cannot run code, and bounds what a pickle may build (``safe_pickle``).
+
+Every file is read as hostile input: only regular files, sizes checked before reading (at most
+``MAX_IMAGES_PER_FILE`` images a file), labels checked against the class count.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import pickle
 
 import numpy as np
 
+from .checks import check_labels
+from ...safe_io import check_size, memory_guard, open_regular, read_bounded
+from .safe_pickle import (  # noqa: F401 -- RestrictedUnpickler and UnsafePickleError are re-exported
+    MAX_IMAGES_PER_FILE,
+    MAX_PICKLE_FILE_BYTES,
+    RestrictedUnpickler,
+    UnsafePickleError,
+)
+
 PIXELS = 3 * 32 * 32
+# label-name files: at most 100 names of a few dozen bytes; anything near this bound is not one
+MAX_NAMES_FILE_BYTES = 1 << 20
 
 CIFAR10_BIN_DIRS = ("", "cifar-10-batches-bin")
 CIFAR10_PY_DIRS = ("", "cifar-10-batches-py")
@@ -42,13 +57,18 @@ def read_cifar_binary(path, label_bytes: int = 1):
     if label_bytes not in (1, 2):
         raise ValueError(f"read_cifar_binary: label_bytes must be 1 (CIFAR-10) or 2 (CIFAR-100), got {label_bytes}")
     record = label_bytes + PIXELS
-    content = path.read_bytes()
-    count, extra = divmod(len(content), record)
-    if extra or count == 0:
-        lower, upper = count * record, (count + 1) * record
-        expected = f"{upper} bytes" if count == 0 else f"{lower} or {upper} bytes"
-        raise ValueError(f"{path}: truncated or corrupt CIFAR binary file: expected a whole number of "
-                         f"{record}-byte records ({expected}), found {len(content)} bytes")
+    with open_regular(path, "a CIFAR binary file") as (handle, size), memory_guard(path, "reading a CIFAR binary file"):
+        count, extra = divmod(size, record)
+        if extra or count == 0:
+            lower, upper = count * record, (count + 1) * record
+            expected = f"{upper} bytes" if count == 0 else f"{lower} or {upper} bytes"
+            raise ValueError(f"{path}: truncated or corrupt CIFAR binary file: expected a whole number of "
+                             f"{record}-byte records ({expected}), found {size} bytes")
+        check_size(path, "a CIFAR binary file", size, MAX_IMAGES_PER_FILE * record,
+                   f"{MAX_IMAGES_PER_FILE} records of {record} bytes, MAX_IMAGES_PER_FILE")
+        content = handle.read(size + 1)
+    if len(content) != size:
+        raise ValueError(f"{path}: CIFAR binary file changed while read: {size} bytes on disk, read {len(content)}")
     table = np.frombuffer(content, dtype=np.uint8).reshape(count, record)
     labels = table[:, :label_bytes].astype(np.int64)
     images = table[:, label_bytes:].reshape(count, 3, 32, 32).copy()
@@ -57,90 +77,39 @@ def read_cifar_binary(path, label_bytes: int = 1):
 
 # -- python version ---------------------------------------------------------------------------
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global that ``RestrictedUnpickler`` does not admit."""
-
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # NumPy < 2
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-def _numpy_scalar():
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:  # NumPy < 2
-        from numpy.core.multiarray import scalar
-    return scalar
-
-
-_LATIN1_NAMES = ("latin1", "latin-1", "iso8859-1", "iso-8859-1", "l1")
-
-
-def _latin1_encode(text, encoding="latin1", errors="strict"):
-    """Python 3 writes bytes under pickle protocol 2 as ``_codecs.encode(text, 'latin1')``; only
-    that codec is admitted."""
-    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in _LATIN1_NAMES or errors != "strict":
-        raise UnsafePickleError(f"_codecs.encode is admitted only as encode(str, 'latin1'), got encoding {encoding!r}")
-    return text.encode("latin1", errors)
-
-
-# (module, name) -> a factory for the object; modules as NumPy 1 and 2 name them in pickles
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: _latin1_encode,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only NumPy arrays, dtypes, scalars and plain Python containers.
-
-    ``find_class`` admits the reconstruction names listed in ``_ALLOWED`` and raises
-    ``UnsafePickleError`` (a ``pickle.UnpicklingError``) for any other global, so no function of
-    the file's choosing runs.
-    """
-
-    source = "pickle"
-
-    def find_class(self, module, name):
-        factory = _ALLOWED.get((module, name))
-        if factory is None:
-            raise UnsafePickleError(
-                f"{self.source}: refusing to load global {module}.{name}: only NumPy array data is allowed "
-                f"in a dataset pickle (admitted: {', '.join(sorted(f'{m}.{n}' for m, n in _ALLOWED))})")
-        return factory()
-
-
 def restricted_load(path):
-    """Unpickle a dataset file with ``RestrictedUnpickler`` (bytes keys, as Python 2 wrote them)."""
+    """Unpickle a dataset file with ``RestrictedUnpickler`` (bytes keys, as Python 2 wrote them).
+
+    Only a regular file of at most ``MAX_PICKLE_FILE_BYTES`` is read. A refused pickle is an
+    ``UnsafePickleError``, a damaged one a ValueError, each naming the file.
+    """
     path = pathlib.Path(path)
-    with open(path, "rb") as handle:
-        unpickler = RestrictedUnpickler(handle, encoding="bytes")
-        unpickler.source = str(path)
-        try:
+    content = read_bounded(path, "a CIFAR python file", MAX_PICKLE_FILE_BYTES, "MAX_PICKLE_FILE_BYTES, sized "
+                           f"for {MAX_IMAGES_PER_FILE} images")
+    unpickler = RestrictedUnpickler(io.BytesIO(content), encoding="bytes")
+    unpickler.source = str(path)
+    try:
+        with memory_guard(path, "unpickling a CIFAR python file"):
             return unpickler.load()
-        except UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-                AttributeError, MemoryError) as exc:
-            size = path.stat().st_size
-            raise ValueError(f"{path}: truncated or corrupt CIFAR python file ({size} bytes): "
-                             f"{type(exc).__name__}: {exc}") from None
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError) as exc:
+        raise ValueError(f"{path}: truncated or corrupt CIFAR python file ({len(content)} bytes): "
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def _get(batch, key, path):
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: expected a pickled dict, found {type(batch).__name__}")
     for candidate in (key, key.decode()):
         if candidate in batch:
             return batch[candidate]
     raise ValueError(f"{path}: CIFAR python file lacks the {key!r} entry; found keys {sorted(map(str, batch))}")
+
+
+def _describe(value):
+    return f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
 
 
 def read_cifar_python(path, label_key=b"labels"):
@@ -148,35 +117,38 @@ def read_cifar_python(path, label_key=b"labels"):
     (CIFAR-10), ``b'fine_labels'`` or ``b'coarse_labels'`` (CIFAR-100)."""
     path = pathlib.Path(path)
     batch = restricted_load(path)
-    if not isinstance(batch, dict):
-        raise ValueError(f"{path}: expected a pickled dict, found {type(batch).__name__}")
-    data = np.asarray(_get(batch, b"data", path))
-    labels = np.asarray(_get(batch, label_key, path))
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
-        raise ValueError(f"{path}: expected data of uint8 shape (N, {PIXELS}), found {data.dtype} {data.shape}")
+    data = _get(batch, b"data", path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
+        raise ValueError(f"{path}: expected data of uint8 shape (N, {PIXELS}), found {_describe(data)}")
+    raw_labels = _get(batch, label_key, path)
+    if not isinstance(raw_labels, (list, tuple, np.ndarray)):
+        raise ValueError(f"{path}: expected {label_key!r} as a list of {len(data)} integers, found "
+                         f"{_describe(raw_labels)}")
+    labels = check_labels(raw_labels, path)
     if labels.shape != (len(data),):
         raise ValueError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
-    return data.reshape(-1, 3, 32, 32).copy(), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32).copy(), labels
 
 
 def read_label_names(path, key=b"label_names"):
     """Class names from a python-version ``batches.meta``/``meta`` file."""
     names = _get(restricted_load(path), key, path)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        found = type(names).__name__ if not isinstance(names, (list, tuple)) else \
+            f"a {type(names).__name__} holding {sorted({type(n).__name__ for n in names})}"
+        raise ValueError(f"{path}: expected {key!r} as a list of names (bytes or str), found {found}")
+    try:
+        return [n.decode() if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: class names must be UTF-8 text: {exc}") from None
 
 
 # -- whole datasets ---------------------------------------------------------------------------
 
-def check_label_range(labels, count, path):
-    """Labels outside 0..count-1 mean a misread or corrupt file (e.g. CIFAR-100 read as CIFAR-10)."""
-    if len(labels) and (labels.min() < 0 or labels.max() >= count):
-        raise ValueError(f"{path}: corrupt labels: expected values 0..{count - 1}, found "
-                         f"{int(labels.min())}..{int(labels.max())}")
-
-
 def _first_dir_with(directory, subdirs, name):
+    # an entry that is not a regular file is found too, so that reading it says what it is
     for sub in subdirs:
-        if (directory / sub / name).is_file():
+        if (directory / sub / name).exists():
             return directory / sub
     return None
 
@@ -186,7 +158,7 @@ def _numbered(folder, prefix, suffix):
         tail = p.name[len(prefix):len(p.name) - len(suffix)] if suffix else p.name[len(prefix):]
         return int(tail) if tail.isdigit() else 0
 
-    found = [p for p in folder.glob(prefix + "*" + suffix) if p.is_file() and (suffix or "." not in p.name)]
+    found = [p for p in folder.glob(prefix + "*" + suffix) if suffix or "." not in p.name]
     return sorted(found, key=number)
 
 
@@ -205,7 +177,7 @@ def detect_cifar(directory, classes: int = 10):
     if folder is not None:
         return "binary", folder
     folder = _first_dir_with(directory, CIFAR100_PY_DIRS, "train")
-    if folder is not None and (folder / "meta").is_file():
+    if folder is not None and (folder / "meta").exists():
         return "python", folder
     return None
 
@@ -240,12 +212,10 @@ def load_cifar10(directory, train: bool = True):
         paths = _numbered(folder, "data_batch_", "") if train else [folder / "test_batch"]
         reader = read_cifar_python
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"load_cifar10: {path} is missing ({version} version found in {folder})")
     parts = [reader(p) for p in paths]
-    for path, (_, labels) in zip(paths, parts):
-        check_label_range(labels, 10, path)
-    return _concat(parts)
+    return _concat([(images, check_labels(labels, path, 10)) for path, (images, labels) in zip(paths, parts)])
 
 
 def load_cifar100(directory, train: bool = True, labels: str = "fine"):
@@ -261,39 +231,51 @@ def load_cifar100(directory, train: bool = True, labels: str = "fine"):
     name = "train" if train else "test"
     if version == "binary":
         path = folder / f"{name}.bin"
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"load_cifar100: {path} is missing (binary version found in {folder})")
         images, both = read_cifar_binary(path, label_bytes=2)
         chosen = both[:, 0 if labels == "coarse" else 1]
     else:
         path = folder / name
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"load_cifar100: {path} is missing (python version found in {folder})")
         images, chosen = read_cifar_python(path, label_key=f"{labels}_labels".encode())
-    check_label_range(chosen, 20 if labels == "coarse" else 100, path)
-    return images, chosen
+    return images, check_labels(chosen, path, 20 if labels == "coarse" else 100)
+
+
+def _names_from_text(path):
+    content = read_bounded(path, "a CIFAR label-names file", MAX_NAMES_FILE_BYTES, "MAX_NAMES_FILE_BYTES")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: class names must be UTF-8 text: {exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cifar_class_names(directory, classes: int = 10, labels: str = "fine"):
-    """Class names from the dataset's meta file when present, else ``['0', '1', ...]``."""
+    """Class names from the dataset's meta file when there is one, else ``['0', '1', ...]``.
+
+    A meta file that is present but unreadable, or lists another number of names than the dataset
+    has classes, is a ValueError naming it (never a silent fallback).
+    """
     found = detect_cifar(pathlib.Path(os.path.expanduser(str(directory))), classes)
     count = 10 if classes == 10 else (100 if labels == "fine" else 20)
-    fallback = [str(i) for i in range(count)]
     if found is None:
-        return fallback
+        return [str(i) for i in range(count)]
     version, folder = found
     if version == "binary":
-        text = folder / ("batches.meta.txt" if classes == 10 else f"{labels}_label_names.txt")
-        if text.is_file():
-            names = [line.strip() for line in text.read_text().splitlines() if line.strip()]
-            return names if len(names) == count else fallback
-        return fallback
-    meta = folder / ("batches.meta" if classes == 10 else "meta")
-    if meta.is_file():
+        path = folder / ("batches.meta.txt" if classes == 10 else f"{labels}_label_names.txt")
+        read = _names_from_text
+    else:
+        path = folder / ("batches.meta" if classes == 10 else "meta")
         key = b"label_names" if classes == 10 else f"{labels}_label_names".encode()
-        try:
-            names = read_label_names(meta, key)
-        except (ValueError, pickle.UnpicklingError):
-            return fallback
-        return names if len(names) == count else fallback
-    return fallback
+
+        def read(meta):
+            return read_label_names(meta, key)
+    if not path.exists():
+        return [str(i) for i in range(count)]
+    names = read(path)
+    if len(names) != count:
+        raise ValueError(f"{path}: expected {count} class names for CIFAR-{classes} ({labels} labels), found "
+                         f"{len(names)}")
+    return names

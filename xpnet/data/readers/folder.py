@@ -11,6 +11,12 @@ recursively inside each class folder. Every image is converted to RGB (or the gi
 resized to ``size`` (e.g. 224 or 227 for the ImageNet nets of the notes), then returned as uint8
 (C, H, W). ``ImageFolder`` decodes lazily, one image per ``__getitem__``, so a large folder is never
 held in memory at once; ``load_image_folder`` decodes everything into arrays.
+
+The folder is read as hostile input: every class needs images and there must be two classes at
+least; an entry with an image name that is not a regular file (a FIFO ``pipe.png``, a device) is
+refused when the folder is scanned; only the formats of ``IMAGE_EXTENSIONS`` are decoded; an image
+of more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (its decompression-bomb bound, which Pillow only
+warns about up to twice that) is refused; every error names the file.
 """
 
 from __future__ import annotations
@@ -21,8 +27,15 @@ import pathlib
 import numpy as np
 
 from ..dataset import Dataset
+from ...safe_io import memory_guard, open_regular, regular_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# the Pillow decoders for those extensions: a file is decoded only by one of these, whatever its
+# content claims (no PostScript through Ghostscript, no exotic decoder for a hostile file)
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "PPM", "TIFF", "WEBP")
+# the most pixels a resized image may have: 4096 x 4096, 48 MiB as RGB uint8, far above the
+# 224/227 inputs of the ImageNet nets; a larger ``size`` would make every small file cost that much
+MAX_SIZE_PIXELS = 4096 * 4096
 PILLOW_HINT = 'reading image folders needs Pillow, an optional extra: pip install "xpnet[images]"'
 
 
@@ -35,15 +48,22 @@ def require_pillow():
     return Image
 
 
-def _size_pair(size):
+def size_pair(size, argument="ImageFolder: size"):
+    """``(height, width)`` from an int or a pair of ints, each at least 1 and together at most
+    ``MAX_SIZE_PIXELS``; None stays None. ``argument`` names the argument in the error."""
     if size is None:
         return None
-    if isinstance(size, (int, np.integer)):
-        return int(size), int(size)
+    pair = (size, size) if isinstance(size, (int, np.integer)) else size
     try:
-        height, width = size
+        height, width = pair
     except (TypeError, ValueError):
-        raise TypeError(f"ImageFolder: size must be an int or a pair (height, width), got {size!r}") from None
+        height = width = None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (height, width)):
+        raise ValueError(f"{argument} must be a positive int or a pair of positive ints (height, width), "
+                         f"got {size!r}")
+    if height < 1 or width < 1 or height * width > MAX_SIZE_PIXELS:
+        raise ValueError(f"invalid {argument} {size!r}: height and width must be at least 1 and height * width "
+                         f"at most {MAX_SIZE_PIXELS} pixels (MAX_SIZE_PIXELS)")
     return int(height), int(width)
 
 
@@ -53,13 +73,24 @@ def find_classes(root):
 
 
 def find_images(folder, extensions=IMAGE_EXTENSIONS):
-    """Image files under ``folder``, recursively, in sorted order."""
+    """Image files under ``folder``, recursively, in sorted order (each folder's files, then its
+    subfolders; hidden entries skipped, symbolic links to folders not followed). An entry with an
+    image name that is not a regular file is a ``NotARegularFileError`` naming it."""
     found = []
-    for current, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and name.lower().endswith(extensions):
-                found.append(pathlib.Path(current) / name)
+    pending = [pathlib.Path(folder)]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as listing:
+            entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append(current / entry.name)
+            elif entry.name.lower().endswith(extensions):
+                if not entry.is_file():
+                    regular_size(current / entry.name, "an image")  # raises, saying what it is instead
+                found.append(current / entry.name)
+        pending.extend(reversed(subfolders))
     return found
 
 
@@ -81,10 +112,13 @@ class ImageFolder(Dataset):
             raise FileNotFoundError(f"ImageFolder: {self.root} is not a directory (expected one subfolder per class)")
         if mode not in ("RGB", "L"):
             raise ValueError(f"ImageFolder: mode must be 'RGB' or 'L', got {mode!r}")
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
         self.mode = mode
         present = find_classes(self.root)
         self.classes = list(classes) if classes is not None else present
+        if len(self.classes) < 2:
+            raise ValueError(f"ImageFolder: {self.root} has {len(self.classes)} class folder(s) {self.classes}; a "
+                             f"classifier needs at least two classes, one subfolder each")
         unknown = sorted(set(present) - set(self.classes))
         if unknown:
             raise ValueError(f"ImageFolder: {self.root} has class folders {unknown} that are not among the "
@@ -94,6 +128,9 @@ class ImageFolder(Dataset):
             if name not in present:
                 continue
             images = find_images(self.root / name, tuple(extensions))
+            if not images:
+                raise ValueError(f"ImageFolder: class folder {self.root / name} holds no images "
+                                 f"({', '.join(extensions)}); every class folder needs at least one")
             paths.extend(images)
             labels.extend([label] * len(images))
         if not paths:
@@ -106,17 +143,31 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def load(self, index) -> np.ndarray:
-        """Image ``index`` decoded, converted and resized: uint8 (C, H, W)."""
+        """Image ``index`` decoded, converted and resized: uint8 (C, H, W).
+
+        A file that does not decode is a ValueError naming it; an ``OSError`` with an errno (disk,
+        permissions) is not a data problem and passes through; a ``MemoryError`` names the file.
+        """
         path = self.paths[index]
-        try:
-            with self._image.open(path) as picture:
-                picture = picture.convert(self.mode)
-                if self.size is not None and picture.size != (self.size[1], self.size[0]):
-                    picture = picture.resize((self.size[1], self.size[0]), _bilinear(self._image))
-                pixels = np.asarray(picture, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders raise all three
-            raise ValueError(f"ImageFolder: cannot decode {path} ({path.stat().st_size} bytes): "
-                             f"{type(exc).__name__}: {exc}") from None
+        image = self._image
+        with open_regular(path, "an image") as (handle, size), memory_guard(path, "decoding an image"):
+            try:
+                with image.open(handle, formats=PILLOW_FORMATS) as picture:
+                    _check_pixels(path, size, picture.size[0] * picture.size[1], image.MAX_IMAGE_PIXELS)
+                    picture = picture.convert(self.mode)
+                    if self.size is not None and picture.size != (self.size[1], self.size[0]):
+                        picture = picture.resize((self.size[1], self.size[0]), _bilinear(image))
+                    pixels = np.asarray(picture, dtype=np.uint8)
+            except DecompressionBombRefused:
+                raise
+            except (image.DecompressionBombError, image.DecompressionBombWarning) as exc:
+                raise DecompressionBombRefused(f"ImageFolder: {path} ({size} bytes) is refused as a decompression "
+                                               f"bomb: {exc}") from None
+            except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders raise all three
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise
+                raise ValueError(f"ImageFolder: cannot decode {path} ({size} bytes): "
+                                 f"{type(exc).__name__}: {exc}") from None
         if pixels.ndim == 2:
             return pixels[None, :, :]
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
@@ -136,6 +187,17 @@ def load_image_folder(root, size, mode="RGB", classes=None):
     folder = ImageFolder(root, size=size, mode=mode, classes=classes)
     images, labels = folder.get_batch(np.arange(len(folder)))
     return images, labels, folder.classes
+
+
+class DecompressionBombRefused(ValueError):
+    """An image of more pixels than Pillow's ``MAX_IMAGE_PIXELS``."""
+
+
+def _check_pixels(path, size, pixels, limit):
+    """Pillow only warns between ``MAX_IMAGE_PIXELS`` and twice that; here the bound is an error."""
+    if limit is not None and pixels > limit:
+        raise DecompressionBombRefused(f"ImageFolder: {path} ({size} bytes) is refused as a decompression bomb: "
+                                       f"{pixels} pixels, more than the {limit} accepted (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def _bilinear(image_module):
