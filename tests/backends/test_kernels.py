@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.backends import native
+from xpnet.backends import kernels, native
 from xpnet.backends import numpy_kernels as nk
 from xpnet.nn.functional import conv as conv_mod
 from xpnet.nn.functional import norm as norm_mod
@@ -262,8 +262,10 @@ def test_numpy_backend_uses_registered_kernels():
     for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
                  "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward",
                  "local_response_norm_forward", "local_response_norm_backward"):
-        assert backend.kernel(name) is getattr(nk, name)
-    assert xpnet.get_backend("array_api_strict").kernel("conv2d_forward") is None
+        assert backend.kernel(getattr(kernels, name.upper())) is getattr(nk, name)
+    assert xpnet.get_backend("array_api_strict").kernel(kernels.CONV2D_FORWARD) is None
+    with pytest.raises(TypeError, match="expected a KernelName"):
+        backend.kernel("conv2d_forward")  # a plain (possibly misspelled) string is refused
 
 
 def test_fast_outputs_are_channels_last_and_float32(rng):

@@ -8,7 +8,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from xpnet.backends import native
+from xpnet.backends import kernels, native
 from xpnet.backends import numpy_kernels as nk
 from optim_cases import A, B, C0, CASES, W0, sign_of
 
@@ -47,7 +47,7 @@ def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype, impl, monkeypatc
         monkeypatch.setenv("XPNET_NATIVE", "0")
         if impl == "numpy-blocks":  # parameters of 8 and 2 elements in blocks of 3: ragged last blocks
             monkeypatch.setattr(nk, "SGD_BLOCK", 3)
-    assert xpnet.get_backend("numpy").kernel("sgd_step") is not None
+    assert xpnet.get_backend("numpy").kernel(kernels.SGD_STEP) is not None
     options = case[2]
     fast, fast_state, after, before = trajectory(options, dtype, fused=None)
     generic, generic_state, _, _ = trajectory(options, dtype, fused=False)

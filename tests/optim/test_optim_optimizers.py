@@ -10,7 +10,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from xpnet.backends import base as backends_base
+from xpnet.backends import kernels as backend_kernels
 from optim_cases import A, B, CASES, STEPS, TORCH_CASES, W0, C0, run_torch, run_xpnet, set_grads, sign_of, xpnet_params
 
 IDS = [case[0] for case in CASES]
@@ -276,7 +276,7 @@ def test_backend_fast_path_replaces_the_update_unless_fused_false(backend, monke
         calls.append(group["lr"])
         return w - 2 * group["lr"] * g
 
-    monkeypatch.setitem(backends_base._KERNELS, (backend.name, "sgd_step"), fake_sgd_step)
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), fake_sgd_step)
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
     w.grad = xpnet.tensor(np.array([1.0]))
     optim.SGD([w], lr=0.25).step()
@@ -291,7 +291,7 @@ def test_fused_true_without_a_kernel_raises(backend):
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
     w.grad = xpnet.tensor(np.array([1.0]))
     opt = optim.Adam([w], fused=True)
-    if backend.kernel("adam_step") is not None:  # CuPy has the kernel: fused=True uses it
+    if backend.kernel(backend_kernels.ADAM_STEP) is not None:  # CuPy has the kernel: fused=True uses it
         opt.step()
         # Adam's first step: m̂ = g, v̂ = g², so w - lr g / (|g| + eps)
         np.testing.assert_allclose(xpnet.to_numpy(w), [1.0 - 0.001 / (1.0 + 1e-8)], rtol=1e-14)

@@ -67,6 +67,12 @@ class enable_grad(contextlib.ContextDecorator):
         return False
 
 
+def forward_mode_active() -> bool:
+    """True while ``xpnet.autodiff.jvp`` runs: only then do the jvp rules need a forward's inputs,
+    so a Function keeps them alive (``ctx.inputs``) only when this says so."""
+    return bool(_forward_mode.get())
+
+
 @contextlib.contextmanager
 def forward_mode():
     """Inside, Functions also push tangents (``Tensor._tangent``) through their ``jvp`` rules."""

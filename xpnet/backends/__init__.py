@@ -13,7 +13,8 @@ import importlib
 import os
 import threading
 
-from .base import Backend, HostRNG, register_kernel
+from .base import Backend, HostRNG
+from .kernels import KernelName, register_kernel
 from .dtypes import (
     DType,
     dtype_name,
@@ -227,7 +228,7 @@ def check_same_device(*arrays, op: str = "operation") -> None:
 from .transfer import device_of, register_transfer, to_device, to_numpy  # noqa: E402
 
 __all__ = [
-    "Backend", "HostRNG", "register_kernel", "DType", "dtype_name", "get_default_dtype",
+    "Backend", "HostRNG", "KernelName", "register_kernel", "DType", "dtype_name", "get_default_dtype",
     "set_default_dtype", "is_float_dtype", "resolve_dtype", "BackendUnavailableError",
     "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",
     "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of", "unwrap",

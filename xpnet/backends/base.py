@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dtypes import get_default_dtype, resolve_dtype
+from .kernels import lookup_kernel
 
 
 class HostRNG:
@@ -62,7 +63,7 @@ class Backend:
     ``xp``        the Array-API namespace (through array-api-compat)
     ``device``    the namespace's device object
     ``rng``       a seeded generator (see ``manual_seed``)
-    ``kernels``   optional fast paths by name; callers fall back to the generic code when absent
+    ``kernels``   optional per-instance fast paths by KernelName (the registered ones are found too)
     """
 
     name = "?"
@@ -110,22 +111,11 @@ class Backend:
         """Wait for queued device work (a no-op on CPU backends)."""
 
     # -- kernels --------------------------------------------------------------------------------
-    def kernel(self, name: str):
-        return self.kernels.get(name) or _KERNELS.get((self.name, name))
-
-
-# fast kernels registered per backend name: (backend name, kernel name) -> callable
-_KERNELS: dict = {}
-
-
-def register_kernel(backend_name: str, kernel_name: str):
-    """Decorator: register a fast path that must match the generic Array-API code."""
-
-    def deco(fn):
-        _KERNELS[(backend_name, kernel_name)] = fn
-        return fn
-
-    return deco
+    def kernel(self, kernel):
+        """The fast path for ``kernel`` (a ``KernelName`` from ``xpnet.backends.kernels``) on this
+        backend, or None: the caller runs the generic code."""
+        own = self.kernels.get(kernel)
+        return own if own is not None else lookup_kernel(self.name, kernel)
 
 
 def _is_python_floaty(obj) -> bool:

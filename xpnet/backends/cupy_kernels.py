@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import threading
 
-from .base import register_kernel
+from . import kernels
+from .kernels import register_kernel
 
 
 def _on_array_device(fn):
@@ -367,7 +368,7 @@ def _grouped_matmul(a, b, groups, transpose_b=False):
     return cupy.matmul(a, b.reshape(g, k, b.shape[1])).reshape(g * m, b.shape[1])
 
 
-@register_kernel("cupy", "conv2d_forward")
+@register_kernel("cupy", kernels.CONV2D_FORWARD)
 @_on_array_device
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """y (N, O, OH, OW): per batch chunk, im2col into (C*kH*kW, n*OH*OW), then one GEMM per group."""
@@ -397,7 +398,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     return (y if y.dtype == dtype else y.astype(dtype)), saved
 
 
-@register_kernel("cupy", "conv2d_backward")
+@register_kernel("cupy", kernels.CONV2D_BACKWARD)
 @_on_array_device
 def conv2d_backward(g, saved, needs):
     """Per batch chunk, with G as (O, n*L) and X_col the chunk's column matrix:
@@ -440,7 +441,7 @@ def conv2d_backward(g, saved, needs):
     return cast(dx), cast(dw), cast(db)
 
 
-@register_kernel("cupy", "max_pool2d_forward")
+@register_kernel("cupy", kernels.MAX_POOL2D_FORWARD)
 @_on_array_device
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     cupy = _cupy()
@@ -458,7 +459,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     return (y if y.dtype == dtype else y.astype(dtype)), saved
 
 
-@register_kernel("cupy", "max_pool2d_backward")
+@register_kernel("cupy", kernels.MAX_POOL2D_BACKWARD)
 @_on_array_device
 def max_pool2d_backward(g, saved):
     cupy = _cupy()
@@ -476,7 +477,7 @@ def _avg_args(h, w, kernel, stride, padding, out_hw, count_include_pad, divisor_
             padding[0][1], padding[1][1], int(bool(count_include_pad)), int(divisor_override or 0))
 
 
-@register_kernel("cupy", "avg_pool2d_forward")
+@register_kernel("cupy", kernels.AVG_POOL2D_FORWARD)
 @_on_array_device
 def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override=None):
     cupy = _cupy()
@@ -491,7 +492,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
     return (y if y.dtype == dtype else y.astype(dtype)), saved
 
 
-@register_kernel("cupy", "avg_pool2d_backward")
+@register_kernel("cupy", kernels.AVG_POOL2D_BACKWARD)
 @_on_array_device
 def avg_pool2d_backward(g, saved):
     cupy = _cupy()
@@ -514,21 +515,21 @@ def _relu_kernels():
     return forward, backward
 
 
-@register_kernel("cupy", "relu_forward")
+@register_kernel("cupy", kernels.RELU_FORWARD)
 @_on_array_device
 def relu_forward(x):
     """(maximum(x, 0), x > 0) in one pass: one read of x, one write of each output."""
     return _relu_kernels()[0](x)
 
 
-@register_kernel("cupy", "relu_backward")
+@register_kernel("cupy", kernels.RELU_BACKWARD)
 @_on_array_device
 def relu_backward(g, mask):
     """dL/dx = G * [x > 0] as a select (0 where the mask is off, even where G is inf or NaN)."""
     return _relu_kernels()[1](g, mask)
 
 
-@register_kernel("cupy", "local_response_norm_forward")
+@register_kernel("cupy", kernels.LOCAL_RESPONSE_NORM_FORWARD)
 @_on_array_device
 def local_response_norm_forward(x, size, alpha, beta, k):
     """(y, saved): one thread per (image, pixel) sums each channel window directly (no running sum,
@@ -548,7 +549,7 @@ def local_response_norm_forward(x, size, alpha, beta, k):
     return (y if y.dtype == dtype else y.astype(dtype)), saved
 
 
-@register_kernel("cupy", "local_response_norm_backward")
+@register_kernel("cupy", kernels.LOCAL_RESPONSE_NORM_BACKWARD)
 @_on_array_device
 def local_response_norm_backward(g, saved):
     """dL/dx_j = g_j D_j^(-beta) - (2 alpha beta / n) x_j sum_{c = j-hi}^{j+lo} g_c x_c D_c^(-beta) / D_c,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import math
 
-from .base import register_kernel
+from . import kernels
+from .kernels import register_kernel
 
 # d = ±g + λ w: the effective gradient of every rule (λ = 0 skips the term, as the generic code does)
 _GRAD = "T d = sign * g; if (wd != (T)0) d = wd * w + d;"
@@ -43,7 +44,7 @@ def _sgd_kernel(momentum: bool, nesterov: bool):
                         f"xpnet_sgd_momentum{'_nesterov' if nesterov else ''}")
 
 
-@register_kernel("cupy", "sgd_step")
+@register_kernel("cupy", kernels.SGD_STEP)
 def sgd_step(w, g, state, group):
     """Fused SGD: the rule of xpnet.optim.SGD in one kernel."""
     import cupy
@@ -66,7 +67,7 @@ def sgd_step(w, g, state, group):
         return w_out
 
 
-@register_kernel("cupy", "adagrad_step")
+@register_kernel("cupy", kernels.ADAGRAD_STEP)
 def adagrad_step(w, g, state, group):
     """Fused Adagrad: the rule of xpnet.optim.Adagrad in one kernel."""
     import cupy
@@ -100,7 +101,7 @@ def _rmsprop_kernel(centered: bool, momentum: bool):
                         " ".join(body), name)
 
 
-@register_kernel("cupy", "rmsprop_step")
+@register_kernel("cupy", kernels.RMSPROP_STEP)
 def rmsprop_step(w, g, state, group):
     """Fused RMSprop: the rule of xpnet.optim.RMSprop in one kernel."""
     import cupy
@@ -146,7 +147,7 @@ def _adam_kernel(amsgrad: bool):
                         f"xpnet_adam{'_amsgrad' if amsgrad else ''}")
 
 
-@register_kernel("cupy", "adam_step")
+@register_kernel("cupy", kernels.ADAM_STEP)
 def adam_step(w, g, state, group):
     """Fused Adam / AdamW: the rule of xpnet.optim.Adam in one kernel."""
     import cupy

@@ -50,7 +50,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import native
-from .base import register_kernel
+from . import kernels
+from .kernels import register_kernel
 
 # A batch chunk's column matrix is kept near this size so that im2col's output is still in cache
 # when the GEMM reads it (measured on a 2-core EPYC: 2-8 MiB all within a few percent).
@@ -448,7 +449,7 @@ class _Winograd:
                           self.oh, self.ow)
 
 
-@register_kernel("numpy", "conv2d_forward")
+@register_kernel("numpy", kernels.CONV2D_FORWARD)
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """Convolution forward in NHWC: returns y (N, O, OH, OW) over NHWC memory and the saved state.
     The batch is split over the worker threads; each frames, im2cols and multiplies its own images."""
@@ -488,7 +489,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     return _nchw(y), saved
 
 
-@register_kernel("numpy", "conv2d_backward")
+@register_kernel("numpy", kernels.CONV2D_BACKWARD)
 def conv2d_backward(g, saved, needs):
     """The backward of conv2d_forward: on channel-major planes where the forward ran there (see
     _PlanarConv), else in NHWC (see _nhwc_conv_backward)."""
@@ -1017,7 +1018,7 @@ def _to_pool_layout(g, perm):
     return moved.reshape(-1, g.shape[2], g.shape[3], 1)
 
 
-@register_kernel("numpy", "max_pool2d_forward")
+@register_kernel("numpy", kernels.MAX_POOL2D_FORWARD)
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     """Running max over kernel offsets in NHWC or on (H, W) planes (see _pool_layout), the images
     split over the workers; the winning offset (the first maximum; a NaN wins, as in PyTorch) is kept
@@ -1063,7 +1064,7 @@ def _first_inside(h, w, kernel, stride, padding, dilation, out_hw):
     return (rows[:, None] * kernel[1] + cols[None, :]).astype(np.uint8)[:, :, None]
 
 
-@register_kernel("numpy", "max_pool2d_backward")
+@register_kernel("numpy", kernels.MAX_POOL2D_BACKWARD)
 def max_pool2d_backward(g, saved):
     """Each offset's view of dx takes g where that offset won: one masked multiply per offset when the
     windows tile the input exactly, a masked multiply-add otherwise (windows may overlap). dx has the
@@ -1171,7 +1172,7 @@ def _avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_
     return np.maximum(total, 1)[0]
 
 
-@register_kernel("numpy", "avg_pool2d_forward")
+@register_kernel("numpy", kernels.AVG_POOL2D_FORWARD)
 def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override=None):
     n, c, h, w = x.shape
     dilation = (1, 1)
@@ -1200,7 +1201,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, di
     return _nchw(y), saved
 
 
-@register_kernel("numpy", "avg_pool2d_backward")
+@register_kernel("numpy", kernels.AVG_POOL2D_BACKWARD)
 def avg_pool2d_backward(g, saved):
     scale, (n, c, h, w), kernel, stride, padding, out_hw, (hp, wp) = saved
     gh = _nhwc(g)
@@ -1301,7 +1302,7 @@ def _merge_moments(n1, mean1, m2_1, n2, mean2, m2_2):
     return mean, m2, n
 
 
-@register_kernel("numpy", "batch_norm_forward")
+@register_kernel("numpy", kernels.BATCH_NORM_FORWARD)
 def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     """Returns (y, saved, batch_mean, batch_var); batch statistics are biased (divide by m) and are
     None in eval mode, where ``mean``/``var`` (running statistics) are used.
@@ -1342,7 +1343,7 @@ def batch_norm_forward(x, gamma, beta, mean, var, training, eps):
     return _from_channels_last(y, x.shape), saved, (mean if training else None), (var if training else None)
 
 
-@register_kernel("numpy", "batch_norm_backward")
+@register_kernel("numpy", kernels.BATCH_NORM_BACKWARD)
 def batch_norm_backward(g, saved, needs):
     """With x_c = x - mean and x_hat = x_c / sigma: sum(g), sum(g x_c) in one blocked pass, then
     dx = a g + b x_c + c per channel (a = gamma/sigma, b = -a sum(g x_hat) / (m sigma), c = -a sum(g)/m
@@ -1439,7 +1440,7 @@ def _window_sum_rows(src, before, after, out, name):
         np.add(out, framed[:, t:t + c], out=out)
 
 
-@register_kernel("numpy", "local_response_norm_forward")
+@register_kernel("numpy", kernels.LOCAL_RESPONSE_NORM_FORWARD)
 def local_response_norm_forward(x, size, alpha, beta, k):
     """LRN on the channels-last (M, C) matrix in row blocks over the workers: the channel window is a
     contiguous run of each row. Saves x, D^(-beta) and D^(-beta-1) (see LocalResponseNormFunction)."""
@@ -1466,7 +1467,7 @@ def local_response_norm_forward(x, size, alpha, beta, k):
     return _from_channels_last(y, x.shape), saved
 
 
-@register_kernel("numpy", "local_response_norm_backward")
+@register_kernel("numpy", kernels.LOCAL_RESPONSE_NORM_BACKWARD)
 def local_response_norm_backward(g, saved):
     rows, scale, scale_over_d, (size, alpha, beta, lo, hi), shape = saved
     grows = _channels_last(g)
@@ -1490,7 +1491,7 @@ def local_response_norm_backward(g, saved):
     return _from_channels_last(dx, shape)
 
 
-@register_kernel("numpy", "relu_backward")
+@register_kernel("numpy", kernels.RELU_BACKWARD)
 def relu_backward(g, mask):
     """G * [x > 0] as one multiply by the boolean mask: about ten times faster than ``where`` on the
     random masks ReLU makes. 0 * inf would leave NaN where the generic ``where`` leaves 0, so a
@@ -1581,7 +1582,7 @@ def _blocks(fn, size, quiet=False):
     _parallel(work, nblocks, elements=size)
 
 
-@register_kernel("numpy", "relu_forward")
+@register_kernel("numpy", kernels.RELU_FORWARD)
 def relu_forward(x):
     """(maximum(x, 0), x > 0) in one pass over ``x``, block by block while it is in cache, split over
     the workers; the outputs keep ``x``'s memory layout (an NCHW view of NHWC stays one). Compiled:
@@ -1615,7 +1616,7 @@ def relu_forward(x):
 # 256x1024x1024 product, where the spinning afterwards costs relatively less)
 MATMUL_WORKERS_MAX = 1 << 24
 
-@register_kernel("numpy", "matmul")
+@register_kernel("numpy", kernels.MATMUL)
 def matmul(a, b):
     """a @ b (a: (..., K), b: (K, N)); a small product (see MATMUL_WORKERS_MAX) has its rows split
     over the workers with single-threaded GEMMs.
@@ -1700,7 +1701,7 @@ def _native_sgd(lib, wf, gf, bf, group):
 SGD_PARALLEL_MIN = 1 << 22
 
 
-@register_kernel("numpy", "sgd_step")
+@register_kernel("numpy", kernels.SGD_STEP)
 def sgd_step(w, g, state, group):
     """SGD's rule (``xpnet.optim.SGD.update``: d = ±g + λw; b ← μb + (1-τ)d; w ← w - η(b or d + μb)),
     the same NumPy operations in the same order, so the values are the generic ones bit for bit, but

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
 
 
@@ -21,7 +22,7 @@ class Adagrad(Optimizer):
     ε is added after the square root, as in PyTorch. State: ``step`` (t), ``sum`` (s_t).
     """
 
-    kernel_name = "adagrad_step"
+    kernel_name = kernels.ADAGRAD_STEP
 
     def __init__(self, params, lr=0.01, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
                  maximize=False, fused=None):

@@ -6,6 +6,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
 
 
@@ -43,7 +44,7 @@ class Adam(Optimizer):
     ``max_exp_avg_sq`` (amsgrad).
     """
 
-    kernel_name = "adam_step"
+    kernel_name = kernels.ADAM_STEP
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
                  bias_correction=True, *, maximize=False, decoupled_weight_decay=False, fused=None):

@@ -7,7 +7,7 @@ overwrite the state arrays in place (they belong to the optimizer alone); it nev
 ``w`` or ``g``: the parameter's ``.data`` is replaced by the returned array.
 
 A backend may register a faster version of an update under ``kernel_name`` (for example
-``register_kernel("cupy", "adam_step")``); it has the same signature, must give the same numbers,
+``register_kernel("cupy", kernels.ADAM_STEP)``); it has the same signature, must give the same numbers,
 and replaces the generic update unless the group says ``fused=False``.
 """
 
@@ -58,7 +58,7 @@ class Optimizer:
     ``state``         per parameter (keyed by the parameter object): a dict of arrays and ``step``
     """
 
-    kernel_name: str | None = None
+    kernel_name = None  # a KernelName from xpnet.backends.kernels
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
 
 
@@ -24,7 +25,7 @@ class RMSprop(Optimizer):
     ``square_avg`` (v), ``grad_avg`` (m, centered), ``momentum_buffer`` (b, μ > 0).
     """
 
-    kernel_name = "rmsprop_step"
+    kernel_name = kernels.RMSPROP_STEP
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
                  maximize=False, fused=None):

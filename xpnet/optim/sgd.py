@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
 
 
@@ -23,7 +24,7 @@ class SGD(Optimizer):
     ``fused=None`` uses a backend fast path (``sgd_step``) where one is registered; False never.
     """
 
-    kernel_name = "sgd_step"
+    kernel_name = kernels.SGD_STEP
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, fused=None):

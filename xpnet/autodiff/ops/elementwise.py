@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ...backends import backend_of, dtype_name, get_default_dtype, is_float_dtype, resolve_dtype
+from ...backends import backend_of, dtype_name, get_default_dtype, is_float_dtype, kernels, resolve_dtype
 from ..function import Function
 from ..tensor import Tensor
 from ._common import add_tangents, expand_to, namespace, namespace_of, raw, unbroadcast
@@ -323,9 +323,12 @@ class ReLU(Function):
     A backend's ``relu_forward`` kernel returns (y, what its ``relu_backward`` needs): the mask
     [x > 0], or y itself (y > 0 exactly where x > 0), as PyTorch keeps."""
 
+    forward_kernel = kernels.RELU_FORWARD
+    backward_kernel = kernels.RELU_BACKWARD
+
     @staticmethod
     def forward(ctx, x):
-        fast = backend_of(x).kernel("relu_forward")
+        fast = backend_of(x).kernel(ReLU.forward_kernel)
         if fast is not None:
             y, saved = fast(x)
             ctx.save_for_backward(saved)
@@ -336,7 +339,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        fast = backend_of(g).kernel("relu_backward")
+        fast = backend_of(g).kernel(ReLU.backward_kernel)
         if fast is not None:
             return fast(g, mask)
         return namespace(g).where(mask, g, namespace(g).zeros_like(g))

@@ -14,9 +14,8 @@ live here too and are used by the pooling functions.
 
 from __future__ import annotations
 
-from ...autodiff import function as _function
-from ...autodiff.function import Function, is_autocast_enabled
-from ...backends import backend_of, dtype_name
+from ...autodiff.function import Function, forward_mode_active, is_autocast_enabled
+from ...backends import backend_of, dtype_name, kernels
 from ._arrays import as_input, namespace, raw, shape_text
 
 __all__ = ["conv2d", "Convolution2d", "conv2d_forward_generic", "conv2d_backward_generic",
@@ -159,15 +158,6 @@ def conv2d_backward_generic(g, saved, needs):
     return dx, dw, db
 
 
-def _kernel(x, name):
-    return backend_of(x).kernel(name)
-
-
-def forward_mode_active() -> bool:
-    """True while ``xpnet.autodiff.jvp`` runs: only then do the jvp rules need the forward's inputs."""
-    return bool(_function._forward_mode.get())
-
-
 class Convolution2d(Function):
     """y = conv2d(x, W) + b, NCHW: x (N, C, H, W), W (O, C/G, kH, kW), b (O,) or None, G groups.
 
@@ -184,13 +174,15 @@ class Convolution2d(Function):
     """
 
     owns_grads = True  # every kernel returns new dx, dW and db arrays (no workspace views)
+    forward_kernel = kernels.CONV2D_FORWARD
+    backward_kernel = kernels.CONV2D_BACKWARD
 
     @staticmethod
     def forward(ctx, x, w, b, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
         unbatched = x.ndim == 3
         if unbatched:
             x = namespace(x).expand_dims(x, axis=0)
-        fast = _kernel(x, "conv2d_forward")
+        fast = backend_of(x).kernel(Convolution2d.forward_kernel)
         if fast is not None:
             y, saved = fast(x, w, b, stride, padding, dilation, groups)
         else:
@@ -209,7 +201,7 @@ class Convolution2d(Function):
         needs = (needs[0], needs[1], needs[2] and ctx.has_bias)
         if ctx.unbatched:
             g = namespace(g).expand_dims(g, axis=0)
-        fast = _kernel(g, "conv2d_backward")
+        fast = backend_of(g).kernel(Convolution2d.backward_kernel)
         saved, ctx.saved = ctx.saved, None  # free the saved arrays as soon as they are used
         if fast is not None:
             dx, dw, db = fast(g, saved, needs)
@@ -223,7 +215,7 @@ class Convolution2d(Function):
     def jvp(ctx, tx, tw, tb):
         # bilinear in (x, W), affine in b: dy = conv(dx, W) + conv(x, dW) + db
         x, w = ctx.inputs
-        fast = _kernel(x, "conv2d_forward")
+        fast = backend_of(x).kernel(Convolution2d.forward_kernel)
         run = fast if fast is not None else conv2d_forward_generic
         out = None
         if tx is not None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ...autodiff.function import Function, is_autocast_enabled
 from ...autodiff.ops.shape import flatten as _flatten
-from ...backends import backend_of, dtype_name
+from ...backends import backend_of, dtype_name, kernels
 from ._arrays import as_input, namespace, raw, shape_text
 
 
 def _matmul(a, b):
-    """a @ b, through the backend's "matmul" kernel where it has one (NumPy: GEMMs on the kernels'
+    """a @ b, through the backend's MATMUL kernel where it has one (NumPy: GEMMs on the kernels'
     worker threads, so that the BLAS's own threads are not left spinning next to them)."""
-    fast = backend_of(a).kernel("matmul")
+    fast = backend_of(a).kernel(Affine.matmul_kernel)
     return fast(a, b) if fast is not None else a @ b
 
 
@@ -24,6 +24,7 @@ class Affine(Function):
     """
 
     owns_grads = True  # dx, dW and db are new arrays (matrix products and a sum)
+    matmul_kernel = kernels.MATMUL
 
     @staticmethod
     def forward(ctx, x, w, b):

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 
-from ...autodiff.function import Function, is_autocast_enabled
+from ...autodiff.function import Function, forward_mode_active, is_autocast_enabled
 from ...autodiff.tensor import Tensor
-from ...backends import backend_of, dtype_name
+from ...backends import backend_of, dtype_name, kernels
 from ._arrays import as_input, namespace, raw, require_float, shape_text
-from .conv import forward_mode_active
 
 __all__ = ["batch_norm", "local_response_norm", "BatchNormFunction", "LocalResponseNormFunction",
            "batch_norm_forward_generic", "batch_norm_backward_generic", "lrn_forward_generic",
@@ -79,9 +78,12 @@ class BatchNormFunction(Function):
     Backward (eval): dL/dx = g * gamma / sigma, same dL/dgamma and dL/dbeta.
     """
 
+    forward_kernel = kernels.BATCH_NORM_FORWARD
+    backward_kernel = kernels.BATCH_NORM_BACKWARD
+
     @staticmethod
     def forward(ctx, x, gamma, beta, mean=None, var=None, training=True, eps=1e-5, stats=None):
-        fast = backend_of(x).kernel("batch_norm_forward")
+        fast = backend_of(x).kernel(BatchNormFunction.forward_kernel)
         run = fast if fast is not None else batch_norm_forward_generic
         y, ctx.saved, batch_mean, batch_var = run(x, gamma, beta, mean, var, training, eps)
         ctx.affine = (gamma is not None, beta is not None)
@@ -95,7 +97,7 @@ class BatchNormFunction(Function):
     def backward(ctx, g):
         needs = tuple(ctx.needs_input_grad) + (False,) * 3
         needs = (needs[0], needs[1] and ctx.affine[0], needs[2] and ctx.affine[1])
-        fast = backend_of(g).kernel("batch_norm_backward")
+        fast = backend_of(g).kernel(BatchNormFunction.backward_kernel)
         saved, ctx.saved = ctx.saved, None
         return (fast or batch_norm_backward_generic)(g, saved, needs)
 
@@ -229,9 +231,12 @@ class LocalResponseNormFunction(Function):
     ``local_response_norm_backward(g, saved) -> dx``) may replace the generic code per backend.
     """
 
+    forward_kernel = kernels.LOCAL_RESPONSE_NORM_FORWARD
+    backward_kernel = kernels.LOCAL_RESPONSE_NORM_BACKWARD
+
     @staticmethod
     def forward(ctx, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
-        fast = backend_of(x).kernel("local_response_norm_forward")
+        fast = backend_of(x).kernel(LocalResponseNormFunction.forward_kernel)
         y, ctx.saved = (fast or lrn_forward_generic)(x, size, alpha, beta, k)
         if forward_mode_active():
             ctx.inputs = (x, size, alpha, beta, k)
@@ -239,7 +244,7 @@ class LocalResponseNormFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        fast = backend_of(g).kernel("local_response_norm_backward")
+        fast = backend_of(g).kernel(LocalResponseNormFunction.backward_kernel)
         saved, ctx.saved = ctx.saved, None
         return (fast or lrn_backward_generic)(g, saved)
 

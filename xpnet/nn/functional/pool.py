@@ -11,10 +11,10 @@ a backend may register faster kernels with the same contract, tested equal to th
 
 from __future__ import annotations
 
-from ...autodiff.function import Function
-from ...backends import backend_of
+from ...autodiff.function import Function, forward_mode_active
+from ...backends import backend_of, kernels
 from ._arrays import as_input, namespace, raw, require_float, shape_text
-from .conv import conv2d_output_size, forward_mode_active, normalize_pair
+from .conv import conv2d_output_size, normalize_pair
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "MaxPool2dFunction", "AvgPool2dFunction",
            "AdaptiveAvgPool2dFunction", "max_pool2d_forward_generic", "max_pool2d_backward_generic",
@@ -135,10 +135,13 @@ class MaxPool2dFunction(Function):
     in (i, j) order, as PyTorch), summing where windows overlap; everything else gets 0.
     """
 
+    forward_kernel = kernels.MAX_POOL2D_FORWARD
+    backward_kernel = kernels.MAX_POOL2D_BACKWARD
+
     @staticmethod
     def forward(ctx, x, kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1), out_hw=(1, 1)):
         x, ctx.unbatched = _unbatch_in(x)
-        fast = backend_of(x).kernel("max_pool2d_forward")
+        fast = backend_of(x).kernel(MaxPool2dFunction.forward_kernel)
         run = fast if fast is not None else max_pool2d_forward_generic
         y, ctx.saved = run(x, kernel, stride, padding, dilation, out_hw)
         if forward_mode_active():  # the jvp rule needs the input; otherwise do not keep it alive
@@ -150,7 +153,7 @@ class MaxPool2dFunction(Function):
     def backward(ctx, g):
         if ctx.unbatched:
             g = namespace(g).expand_dims(g, axis=0)
-        fast = backend_of(g).kernel("max_pool2d_backward")
+        fast = backend_of(g).kernel(MaxPool2dFunction.backward_kernel)
         saved, ctx.saved = ctx.saved, None
         dx = (fast or max_pool2d_backward_generic)(g, saved)
         return dx[0, ...] if ctx.unbatched else dx
@@ -177,11 +180,14 @@ class AvgPool2dFunction(Function):
     the interior of dL/dx_p.
     """
 
+    forward_kernel = kernels.AVG_POOL2D_FORWARD
+    backward_kernel = kernels.AVG_POOL2D_BACKWARD
+
     @staticmethod
     def forward(ctx, x, kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0)), out_hw=(1, 1),
                 count_include_pad=True, divisor_override=None):
         x, ctx.unbatched = _unbatch_in(x)
-        fast = backend_of(x).kernel("avg_pool2d_forward")
+        fast = backend_of(x).kernel(AvgPool2dFunction.forward_kernel)
         run = fast if fast is not None else avg_pool2d_forward_generic
         ctx.config = (kernel, stride, padding, out_hw, count_include_pad, divisor_override)
         y, ctx.saved = run(x, *ctx.config)
@@ -191,7 +197,7 @@ class AvgPool2dFunction(Function):
     def backward(ctx, g):
         if ctx.unbatched:
             g = namespace(g).expand_dims(g, axis=0)
-        fast = backend_of(g).kernel("avg_pool2d_backward")
+        fast = backend_of(g).kernel(AvgPool2dFunction.backward_kernel)
         saved, ctx.saved = ctx.saved, None
         dx = (fast or avg_pool2d_backward_generic)(g, saved)
         return dx[0, ...] if ctx.unbatched else dx
@@ -200,7 +206,7 @@ class AvgPool2dFunction(Function):
     def jvp(ctx, tx):
         # average pooling is linear: the tangent goes through the same pooling
         x, _ = _unbatch_in(tx)
-        fast = backend_of(x).kernel("avg_pool2d_forward")
+        fast = backend_of(x).kernel(AvgPool2dFunction.forward_kernel)
         y, _ = (fast or avg_pool2d_forward_generic)(x, *ctx.config)
         return y[0, ...] if ctx.unbatched else y
 
