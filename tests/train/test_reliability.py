@@ -382,3 +382,32 @@ def test_cli_sigterm_exits_143_after_saving(tmp_path):
     assert proc.returncode == 143, stderr
     assert "interrupted (SIGTERM): checkpoint saved to" in stdout
     assert (out / "interrupted.safetensors").exists()
+
+
+def test_fit_asks_the_schedule_what_it_needs_not_its_class_name(backend):
+    model, opt, loader = _setup()
+
+    class PerBatch:  # any object with the attributes: stepped once per batch, without a metric
+        interval, needs_metric, replayable = "step", False, False
+
+        def __init__(self):
+            self.steps = 0
+
+        def step(self, *metric):
+            assert not metric
+            self.steps += 1
+
+        def state_dict(self):
+            return {"steps": self.steps}
+
+    class OnMetric(PerBatch):
+        interval, needs_metric = "epoch", True
+
+        def step(self, *metric):
+            assert len(metric) == 1 and np.isfinite(metric[0])
+            self.steps += 1
+
+    per_batch, on_metric = PerBatch(), OnMetric()
+    fit(model, loader, loader, opt, nn.CrossEntropyLoss(), epochs=2, scheduler=per_batch, progress=False)
+    fit(model, loader, loader, opt, nn.CrossEntropyLoss(), epochs=2, scheduler=on_metric, progress=False)
+    assert per_batch.steps == 2 * len(loader) and on_metric.steps == 2

@@ -46,6 +46,11 @@ class LRScheduler:
     """
 
     _is_initial = False
+    # what a training loop asks a schedule (xpnet.train.fit reads these, never the class name):
+    interval = "epoch"  # step() once per "epoch" or once per "step" (batch)
+    needs_metric = False  # step(metric) takes the monitored value (ReduceLROnPlateau)
+    replayable = True  # the rates follow from the step count alone, so a resumed run may rebuild the
+    # schedule for a new total and step it to the saved position instead of loading its state
 
     def __init__(self, optimizer, last_epoch: int = -1):
         _check_optimizer(optimizer, type(self).__name__)
@@ -351,6 +356,8 @@ class OneCycleLR(LRScheduler):
     ``max_momentum`` and ``base_momentum``. Stepping past ``total_steps`` is a ValueError.
     """
 
+    interval = "step"
+
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
                  anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
                  div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
@@ -441,6 +448,9 @@ class ReduceLROnPlateau(LRScheduler):
     a < best (1 - threshold) ('rel') or a < best - threshold ('abs') (mirrored for 'max').
     The rate never goes below ``min_lr`` (one value or one per group), and a reduction smaller
     than ``eps`` is skipped."""
+
+    needs_metric = True
+    replayable = False  # its state (best value, bad epochs) comes from the metrics seen
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0, eps=1e-8):

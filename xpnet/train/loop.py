@@ -13,7 +13,6 @@ from array_api_compat import array_namespace
 from ..autodiff import no_grad
 from ..backends import unwrap
 from .callbacks import copy_state
-from ..optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau
 from .checkpoint import atomic_write_bytes, load_checkpoint, nonfinite_report, save_checkpoint
 from .metrics import correct_count
 from .progress import Progress
@@ -143,7 +142,7 @@ def _scheduler_interval(scheduler, interval):
         if interval not in ("step", "epoch"):
             raise ValueError(f"fit: scheduler_interval must be 'step' or 'epoch', got {interval!r}")
         return interval
-    return "step" if isinstance(scheduler, OneCycleLR) else "epoch"
+    return getattr(scheduler, "interval", "epoch")
 
 
 # param-group entries a schedule owns: a rebuilt schedule keeps its own, not the checkpoint's
@@ -153,7 +152,8 @@ _SCHEDULE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 def _resume(resume, model, optimizer, scheduler, train_loader, epochs, steps_per_epoch, interval):
     """Restore a checkpoint for ``fit`` and rebuild the schedule at the saved position.
 
-    A replayable schedule (every LRScheduler except ReduceLROnPlateau) is not loaded from the file:
+    A replayable schedule (``scheduler.replayable``: every LRScheduler except ReduceLROnPlateau) is not
+    loaded from the file:
     the one passed in, built for this run's total, is stepped from its start to where the
     checkpoint stands (``epoch * steps_per_epoch`` steps per batch, ``epoch`` steps per epoch), so
     2 epochs + resume to 4 equals 4 epochs, and a larger total stretches the rest of the schedule.
@@ -167,10 +167,11 @@ def _resume(resume, model, optimizer, scheduler, train_loader, epochs, steps_per
     if start_epoch >= epochs:
         raise ValueError(f"fit: checkpoint {resume!r} already holds {start_epoch} epoch(s); epochs={epochs} "
                          f"is the total to reach, so nothing is left to train (give more than {start_epoch})")
-    replay = scheduler is not None and not isinstance(scheduler, ReduceLROnPlateau)
+    replay = scheduler is not None and getattr(scheduler, "replayable", False)
     target = start_epoch * steps_per_epoch if interval == "step" else start_epoch
-    if replay and isinstance(scheduler, OneCycleLR) and target > scheduler.total_steps:
-        raise ValueError(f"fit: OneCycleLR has {scheduler.total_steps} steps in all, but the checkpoint stands "
+    total = getattr(scheduler, "total_steps", None)
+    if replay and total is not None and target > total:
+        raise ValueError(f"fit: {type(scheduler).__name__} has {total} steps in all, but the checkpoint stands "
                          f"at step {target}")
     if replay:
         fresh = [{k: g[k] for k in _SCHEDULE_KEYS if k in g} for g in optimizer.param_groups]
@@ -319,7 +320,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
                       "val_loss": val_loss, "val_acc": val_acc, "lr": _current_lr(optimizer),
                       "seconds": time.perf_counter() - started, "images_per_s": seen / max(train_seconds, 1e-9)}
             if scheduler is not None and interval == "epoch":
-                if isinstance(scheduler, ReduceLROnPlateau):
+                if getattr(scheduler, "needs_metric", False):
                     scheduler.step(val_loss if val_loss is not None else record["train_loss"])
                 else:
                     scheduler.step()
