@@ -92,9 +92,9 @@ def main(argv=None):
     import torch
 
     import xpnet
-    from xpnet.backends import numpy_kernels
+    from xpnet.backends.numpy import runtime
 
-    print(f"xpnet {xpnet.__version__} (numpy kernels, {numpy_kernels.NUM_WORKERS} "
+    print(f"xpnet {xpnet.__version__} (numpy kernels, {runtime.NUM_WORKERS} "
           f"workers) vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads), batch {args.batch}")
     run(args.reps, args.batch)
     return 0

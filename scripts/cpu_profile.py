@@ -27,7 +27,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=6, help="rounds of each setting")
     args = parser.parse_args(argv)
 
-    from xpnet.backends import base, native
+    from xpnet.backends import base
+    from xpnet.backends.numpy import native
     from xpnet.bench import WORKLOADS, _Runner
 
     if args.workload not in WORKLOADS:

@@ -65,7 +65,8 @@ def layer(name, spec, repeat, out):
     import cupy
     import torch
 
-    from xpnet.backends import cupy_kernels as ck
+    from xpnet.backends.cupy import conv as ck
+    from xpnet.nn.functional.conv import conv2d_output_size
 
     n, c, h, w, o, k, s, p = spec
     pad = ((p, p), (p, p))
@@ -73,14 +74,14 @@ def layer(name, spec, repeat, out):
     x = rng.standard_normal((n, c, h, w), dtype=cupy.float32)
     wt = rng.standard_normal((o, c, k, k), dtype=cupy.float32) * 0.05
     b = rng.standard_normal((o,), dtype=cupy.float32)
-    oh, ow = ck._output_size((h, w), (k, k), (s, s), pad, (1, 1))
+    oh, ow = conv2d_output_size((h, w), (k, k), (s, s), pad, (1, 1))
     L = oh * ow
     nb = ck._chunk(c, (k, k), (oh, ow), 4, n, (h, w))
     g = rng.standard_normal((n, o, oh, ow), dtype=cupy.float32)
     sync = cupy.cuda.Device().synchronize
     t = {}
-    t["fwd"] = _time(lambda: ck.conv2d_forward(x, wt, b, (s, s), pad, (1, 1), 1), repeat, sync)
-    _, saved = ck.conv2d_forward(x, wt, b, (s, s), pad, (1, 1), 1)
+    t["fwd"] = _time(lambda: ck.conv2d_forward(x, wt, b, (s, s), pad, (1, 1), 1, (oh, ow)), repeat, sync)
+    _, saved = ck.conv2d_forward(x, wt, b, (s, s), pad, (1, 1), 1, (oh, ow))
     t["bwd"] = _time(lambda: ck.conv2d_backward(g, saved, (True, True, True)), repeat, sync)
     cols = ck._im2col(x, 0, nb, (k, k), (s, s), pad, (1, 1), (oh, ow))
     t["im2col"] = _time(lambda: ck._im2col(x, 0, nb, (k, k), (s, s), pad, (1, 1), (oh, ow)), repeat, sync)
@@ -104,8 +105,8 @@ def layer(name, spec, repeat, out):
     t["gemm_dx"] = _time(lambda: cupy.matmul(wmat.T, gt), repeat, sync)
     dcols = cupy.matmul(wmat.T, gt)
     dx = cupy.empty_like(x)
-    t["col2im"] = _time(lambda: ck._launch("col2im_chunk", dcols.dtype, nb * c * h * w, dcols, dx, 0, nb, c, h, w, k,
-                                           k, oh, ow, s, s, p, p, 1, 1), repeat, sync)
+    t["col2im"] = _time(lambda: ck._CUDA.launch("col2im_chunk", dcols.dtype, nb * c * h * w, dcols, dx, 0, nb, c, h,
+                                                w, k, k, oh, ow, s, s, p, p, 1, 1), repeat, sync)
     tx = torch.as_tensor(x.get(), device="cuda").requires_grad_(True)
     tw = torch.as_tensor(wt.get(), device="cuda").requires_grad_(True)
     tb = torch.as_tensor(b.get(), device="cuda").requires_grad_(True)

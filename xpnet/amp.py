@@ -24,7 +24,7 @@ import importlib
 import math
 
 from .autodiff import function as _function
-from .backends import dtype_name, get_backend
+from .backends import backend_of, dtype_name, get_backend
 
 # by module path: xpnet.nn.functional re-exports functions under some of these module names
 _linalg, _reduction, _conv, _linear, _loss, _norm = (
@@ -126,7 +126,7 @@ class GradScaler:
                 if p.grad is None:
                     continue
                 g = p.grad.data
-                xp = get_backend(_backend_name(g), _device(g)).xp
+                xp = backend_of(g).xp
                 g = g * inv
                 p.grad.data = g
                 if not found and not bool(xp.all(xp.isfinite(g))):
@@ -176,15 +176,3 @@ class GradScaler:
         self.backoff_factor = float(state["backoff_factor"])
         self.growth_interval = int(state["growth_interval"])
         self._growth_tracker = int(state["_growth_tracker"])
-
-
-def _backend_name(array):
-    from .backends import backend_name_of
-
-    return backend_name_of(array)
-
-
-def _device(array):
-    from .backends import backend_name_of
-
-    return None if backend_name_of(array) == "numpy" else array.device

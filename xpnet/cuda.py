@@ -12,7 +12,7 @@ def _cupy_backend():
     reason = unavailable_reason("cupy")
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cupy' is unavailable: {reason}")
-    from .backends import cupy_backend
+    from .backends import cupy as cupy_backend
 
     return cupy_backend
 

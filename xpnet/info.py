@@ -20,7 +20,7 @@ def _cuda_lines():
     reason = unavailable_reason("cupy")
     if reason is not None:
         return [f"CUDA: {reason}"]
-    from .backends import cupy_backend
+    from .backends import cupy as cupy_backend
 
     try:
         runtime, driver = cupy_backend.versions()
@@ -62,7 +62,7 @@ def info_text() -> str:
     ]
     lines += _cuda_lines()
     lines += _blas_lines()
-    from .backends import native
+    from .backends.numpy import native
 
     lines.append(f"NumPy compiled kernels: {native.status()}")
     lines.append("backends:")

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.backends import kernels, native
-from xpnet.backends import numpy_kernels as nk
+from xpnet.backends import kernels
+from xpnet.backends.numpy import activation as nact
+from xpnet.backends.numpy import conv as nconv
+from xpnet.backends.numpy import im2col as nim2col
+from xpnet.backends.numpy import linalg as nlinalg
+from xpnet.backends.numpy import native
+from xpnet.backends.numpy import norm as nnorm
+from xpnet.backends.numpy import planar as nplanar
+from xpnet.backends.numpy import pool as npool
+from xpnet.backends.numpy import runtime as nruntime
+from xpnet.backends.numpy import winograd as nwino
 from xpnet.nn.functional import conv as conv_mod
 from xpnet.nn.functional import norm as norm_mod
 from xpnet.nn.functional import pool as pool_mod
@@ -28,7 +37,7 @@ CONV_CASES = [
     (1, 2, 5, 5, 2, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
     (2, 3, 4, 4, 2, (3, 3), (1, 1), ((3, 3), (3, 3)), (1, 1), 1),
     (2, 3, 23, 23, 4, (11, 11), (4, 4), ((2, 2), (2, 2)), (1, 1), 1),
-    # few channels, wide rows: the column matrix is built transposed (see numpy_kernels._im2col)
+    # few channels, wide rows: the column matrix is built transposed (see numpy/im2col.py: im2col)
     (2, 1, 12, 12, 6, (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
     (2, 2, 9, 16, 3, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     (2, 1, 20, 20, 4, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
@@ -49,6 +58,20 @@ def _close(fast, generic, dtype):
     assert fast.dtype == generic.dtype == np.dtype(dtype)
     assert fast.shape == generic.shape
     np.testing.assert_allclose(fast, generic, **TOL[dtype])
+
+
+def _out_hw(x, w, stride, padding, dilation):
+    return conv_mod.conv2d_output_size(tuple(x.shape[-2:]), tuple(w.shape[2:]), stride, padding, dilation)
+
+
+def _fast_conv(x, w, b, stride, padding, dilation, groups):
+    """The NumPy conv2d_forward kernel, given the output size as Convolution2d.forward computes it."""
+    return nconv.conv2d_forward(x, w, b, stride, padding, dilation, groups, _out_hw(x, w, stride, padding, dilation))
+
+
+def _generic_conv(x, w, b, stride, padding, dilation, groups):
+    return conv_mod.conv2d_forward_generic(x, w, b, stride, padding, dilation, groups,
+                                           _out_hw(x, w, stride, padding, dilation))
 
 
 def _native_or_skip():
@@ -73,30 +96,30 @@ def impl(request, monkeypatch):
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
 def test_conv2d_fast_equals_generic(rng, case, path, channels_last, dtype, monkeypatch):
     # "native": few-channel stride-1 float32 convolutions run the compiled wide-row kernels
-    # (numpy_kernels._WideConv); "planar": those run on NumPy's channel-major planes
-    # (numpy_kernels._PlanarConv); "nhwc_only": every convolution takes the NHWC im2col path
+    # (numpy/planar.py: WideConv); "planar": those run on NumPy's channel-major planes
+    # (planar.py: PlanarConv); "nhwc_only": every convolution takes the NHWC im2col path
     # "winograd": every 3x3 stride-1 convolution (forward and input gradient) runs as Winograd
-    # F(2x2, 3x3) (numpy_kernels._Winograd), whatever its size
+    # F(2x2, 3x3) (numpy/winograd.py), whatever its size
     if path in ("native", "winograd"):
         _native_or_skip()
     else:
         monkeypatch.setenv("XPNET_NATIVE", "0")
     if path in ("nhwc_only", "winograd"):
-        monkeypatch.setattr(nk, "PLANAR_MAX_CHANNELS", 0)
+        monkeypatch.setattr(nplanar, "PLANAR_MAX_CHANNELS", 0)
     if path == "winograd":
-        monkeypatch.setattr(nk, "WINOGRAD_MIN_CHANNELS", 1)
-        monkeypatch.setattr(nk, "WINOGRAD_MIN_PIXELS", 1)
-        monkeypatch.setattr(nk, "WINOGRAD_ROWS", 5)  # several chunks, a ragged last one
+        monkeypatch.setattr(nwino, "WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(nwino, "WINOGRAD_MIN_PIXELS", 1)
+        monkeypatch.setattr(nwino, "WINOGRAD_ROWS", 5)  # several chunks, a ragged last one
     n, c, h, w, o, kernel, stride, padding, dilation, groups = case
     x = _layout(rng.standard_normal((n, c, h, w)).astype(dtype), channels_last)
     wt = rng.standard_normal((o, c // groups) + kernel).astype(dtype)
     b = rng.standard_normal(o).astype(dtype)
-    yf, sf = nk.conv2d_forward(x, wt, b, stride, padding, dilation, groups)
-    yg, sg = conv_mod.conv2d_forward_generic(x, wt, b, stride, padding, dilation, groups)
+    yf, sf = _fast_conv(x, wt, b, stride, padding, dilation, groups)
+    yg, sg = _generic_conv(x, wt, b, stride, padding, dilation, groups)
     _close(yf, yg, dtype)
     g = _layout(rng.standard_normal(yg.shape).astype(dtype), not channels_last)
     for needs in ((True, True, True), (False, True, False), (True, False, False)):
-        fast = nk.conv2d_backward(g, sf, needs)
+        fast = nconv.conv2d_backward(g, sf, needs)
         generic = conv_mod.conv2d_backward_generic(g, sg, needs)
         for a, bgen, need in zip(fast, generic, needs):
             assert (a is None) == (not need) == (bgen is None)
@@ -109,11 +132,11 @@ def test_conv2d_fast_path_without_bias_and_repeated_calls(rng):
     for shape, o in (((2, 3, 9, 9), 4), ((1, 5, 4, 6), 2), ((2, 3, 9, 9), 4)):
         x = rng.standard_normal(shape).astype("float32")
         wt = rng.standard_normal((o, shape[1], 3, 3)).astype("float32")
-        yf, sf = nk.conv2d_forward(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-        yg, sg = conv_mod.conv2d_forward_generic(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        yf, sf = _fast_conv(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        yg, sg = _generic_conv(x, wt, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
         _close(yf, yg, "float32")
         g = rng.standard_normal(yg.shape).astype("float32")
-        for a, b in zip(nk.conv2d_backward(g, sf, (True, True, False))[:2],
+        for a, b in zip(nconv.conv2d_backward(g, sf, (True, True, False))[:2],
                         conv_mod.conv2d_backward_generic(g, sg, (True, True, False))[:2]):
             _close(a, b, "float32")
 
@@ -122,12 +145,12 @@ def test_conv2d_chunking_matches_single_chunk(rng, monkeypatch):
     x = rng.standard_normal((5, 4, 6, 6))
     wt = rng.standard_normal((3, 4, 3, 3))
     args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-    y_one, s_one = nk.conv2d_forward(x, wt, None, *args)
+    y_one, s_one = _fast_conv(x, wt, None, *args)
     g = rng.standard_normal(y_one.shape)
-    grads_one = nk.conv2d_backward(g, s_one, (True, True, False))
-    monkeypatch.setattr(nk, "CHUNK_BYTES", 1)  # one image per chunk
-    y_many, s_many = nk.conv2d_forward(x, wt, None, *args)
-    grads_many = nk.conv2d_backward(g, s_many, (True, True, False))
+    grads_one = nconv.conv2d_backward(g, s_one, (True, True, False))
+    monkeypatch.setattr(nim2col, "CHUNK_BYTES", 1)  # one image per chunk
+    y_many, s_many = _fast_conv(x, wt, None, *args)
+    grads_many = nconv.conv2d_backward(g, s_many, (True, True, False))
     np.testing.assert_allclose(y_many, y_one, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads_many[:2], grads_one[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -159,11 +182,11 @@ def test_max_pool2d_fast_equals_generic(impl, rng, case, channels_last, dtype):
     kernel, stride, pad, dilation, out = _pool_geometry(case)
     # a coarse grid of values makes ties common: both must route them to the first maximum
     x = _layout(rng.integers(0, 4, (2, 3) + case[5:]).astype(dtype), channels_last)
-    yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+    yf, sf = npool.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
     yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
     _close(yf, yg, dtype)
     g = _layout(rng.standard_normal(yg.shape).astype(dtype), not channels_last)
-    _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
+    _close(npool.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -178,23 +201,23 @@ def test_max_pool2d_nan_and_inf_windows_match_generic(impl, rng, case, channels_
     x[0, 1, 1, 1::2] = np.nan
     x = _layout(x, channels_last)
     with np.errstate(invalid="ignore"):
-        yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+        yf, sf = npool.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
         yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
         np.testing.assert_array_equal(yf, yg)
         g = rng.standard_normal(yg.shape).astype(dtype)
-        _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
+        _close(npool.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), dtype)
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=[f"case{i}" for i in range(len(POOL_CASES))])
 def test_max_pool2d_fast_equals_generic_on_channel_major_planes(impl, rng, case):
     kernel, stride, pad, dilation, out = _pool_geometry(case)
     x = np.ascontiguousarray(rng.integers(0, 4, (3, 2) + case[5:]).astype("float32")).transpose(1, 0, 2, 3)
-    yf, sf = nk.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
+    yf, sf = npool.max_pool2d_forward(x, kernel, stride, pad, dilation, out)
     yg, sg = pool_mod.max_pool2d_forward_generic(x, kernel, stride, pad, dilation, out)
     _close(yf, yg, "float32")
     for g in (np.ascontiguousarray(rng.standard_normal(yg.shape[::-1]).astype("float32")).transpose(3, 2, 1, 0),
               np.ascontiguousarray(rng.standard_normal(yg.shape).astype("float32"))):
-        _close(nk.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), "float32")
+        _close(npool.max_pool2d_backward(g, sf), pool_mod.max_pool2d_backward_generic(g, sg), "float32")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -205,11 +228,11 @@ def test_avg_pool2d_fast_equals_generic(rng, case, count_include_pad, dtype):
     kernel, stride, pad, _, out = _pool_geometry(case)
     x = _layout(rng.standard_normal((2, 3) + case[5:]).astype(dtype), True)
     for override in (None, 3):
-        yf, sf = nk.avg_pool2d_forward(x, kernel, stride, pad, out, count_include_pad, override)
+        yf, sf = npool.avg_pool2d_forward(x, kernel, stride, pad, out, count_include_pad, override)
         yg, sg = pool_mod.avg_pool2d_forward_generic(x, kernel, stride, pad, out, count_include_pad, override)
         _close(yf, yg, dtype)
         g = rng.standard_normal(yg.shape).astype(dtype)
-        _close(nk.avg_pool2d_backward(g, sf), pool_mod.avg_pool2d_backward_generic(g, sg), dtype)
+        _close(npool.avg_pool2d_backward(g, sf), pool_mod.avg_pool2d_backward_generic(g, sg), dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -226,7 +249,7 @@ def test_batch_norm_fast_equals_generic(impl, rng, shape, channels_last, trainin
     beta = rng.standard_normal(c).astype(dtype) if affine else None
     mean = None if training else rng.standard_normal(c).astype(dtype)
     var = None if training else (rng.random(c) + 0.5).astype(dtype)
-    yf, sf, mf, vf = nk.batch_norm_forward(x, gamma, beta, mean, var, training, 1e-5)
+    yf, sf, mf, vf = nnorm.batch_norm_forward(x, gamma, beta, mean, var, training, 1e-5)
     yg, sg, mg, vg = norm_mod.batch_norm_forward_generic(x, gamma, beta, mean, var, training, 1e-5)
     _close(yf, yg, dtype)
     if training:
@@ -236,7 +259,7 @@ def test_batch_norm_fast_equals_generic(impl, rng, shape, channels_last, trainin
         assert mf is None and vf is None
     g = rng.standard_normal(shape).astype(dtype)
     needs = (True, affine, affine)
-    for a, b in zip(nk.batch_norm_backward(g, sf, needs), norm_mod.batch_norm_backward_generic(g, sg, needs)):
+    for a, b in zip(nnorm.batch_norm_backward(g, sf, needs), norm_mod.batch_norm_backward_generic(g, sg, needs)):
         assert (a is None) == (b is None)
         if a is not None:
             _close(a, b, dtype)
@@ -250,19 +273,23 @@ def test_local_response_norm_fast_equals_generic(rng, size, beta, shape, channel
     x = rng.standard_normal(shape).astype(dtype) * 3
     if channels_last:
         x = _layout(x, True)
-    yf, sf = nk.local_response_norm_forward(x, size, 0.5, beta, 1.5)
+    yf, sf = nnorm.local_response_norm_forward(x, size, 0.5, beta, 1.5)
     yg, sg = norm_mod.lrn_forward_generic(x, size, 0.5, beta, 1.5)
     _close(yf, yg, dtype)
     g = rng.standard_normal(shape).astype(dtype)
-    _close(nk.local_response_norm_backward(g, sf), norm_mod.lrn_backward_generic(g, sg), dtype)
+    _close(nnorm.local_response_norm_backward(g, sf), norm_mod.lrn_backward_generic(g, sg), dtype)
 
 
 def test_numpy_backend_uses_registered_kernels():
     backend = xpnet.get_backend("numpy")
-    for name in ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-                 "avg_pool2d_forward", "avg_pool2d_backward", "batch_norm_forward", "batch_norm_backward",
-                 "local_response_norm_forward", "local_response_norm_backward"):
-        assert backend.kernel(getattr(kernels, name.upper())) is getattr(nk, name)
+    modules = {nconv: ("conv2d_forward", "conv2d_backward"),
+               npool: ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
+               nnorm: ("batch_norm_forward", "batch_norm_backward", "local_response_norm_forward",
+                       "local_response_norm_backward"),
+               nact: ("relu_forward", "relu_backward"), nlinalg: ("matmul",)}
+    for module, names in modules.items():
+        for name in names:
+            assert backend.kernel(getattr(kernels, name.upper())) is getattr(module, name)
     assert xpnet.get_backend("array_api_strict").kernel(kernels.CONV2D_FORWARD) is None
     with pytest.raises(TypeError, match="expected a KernelName"):
         backend.kernel("conv2d_forward")  # a plain (possibly misspelled) string is refused
@@ -270,14 +297,14 @@ def test_numpy_backend_uses_registered_kernels():
 
 def test_fast_outputs_are_channels_last_and_float32(rng):
     # the layout contract that makes the next layer's im2col free
-    o = nk.PLANAR_MAX_CHANNELS + 1
+    o = nplanar.PLANAR_MAX_CHANNELS + 1
     x = rng.standard_normal((2, 3, 8, 8)).astype("float32")
     w = rng.standard_normal((o, 3, 3, 3)).astype("float32")
-    y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    y, _ = _fast_conv(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     assert y.dtype == np.float32 and y.transpose(0, 2, 3, 1).flags.c_contiguous
-    p, _ = nk.max_pool2d_forward(y, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (4, 4))
+    p, _ = npool.max_pool2d_forward(y, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (4, 4))
     assert p.dtype == np.float32 and p.transpose(0, 2, 3, 1).flags.c_contiguous
-    bn, *_ = nk.batch_norm_forward(y, np.ones(o, "float32"), np.zeros(o, "float32"), None, None, True, 1e-5)
+    bn, *_ = nnorm.batch_norm_forward(y, np.ones(o, "float32"), np.zeros(o, "float32"), None, None, True, 1e-5)
     assert bn.dtype == np.float32 and bn.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
@@ -286,17 +313,17 @@ def test_few_channel_outputs_stay_channel_major(rng, monkeypatch):
     monkeypatch.setenv("XPNET_NATIVE", "0")
     x = rng.standard_normal((3, 1, 12, 12)).astype("float32")
     w = rng.standard_normal((6, 1, 5, 5)).astype("float32")
-    y, saved = nk.conv2d_forward(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
+    y, saved = _fast_conv(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
     assert y.transpose(1, 0, 2, 3).flags.c_contiguous
-    r, _ = nk.relu_forward(y)
+    r, _ = nact.relu_forward(y)
     assert r.transpose(1, 0, 2, 3).flags.c_contiguous
-    p, psaved = nk.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
+    p, psaved = npool.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
     assert p.transpose(1, 0, 2, 3).flags.c_contiguous
-    dp = nk.max_pool2d_backward(np.ascontiguousarray(p.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3), psaved)
+    dp = npool.max_pool2d_backward(np.ascontiguousarray(p.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3), psaved)
     assert dp.transpose(1, 0, 2, 3).flags.c_contiguous
     w2 = rng.standard_normal((16, 6, 5, 5)).astype("float32")
-    y2, saved2 = nk.conv2d_forward(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
-    dx, _, _ = nk.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
+    y2, saved2 = _fast_conv(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    dx, _, _ = nconv.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
     assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
@@ -305,13 +332,13 @@ def test_compiled_few_channel_outputs_are_nchw_contiguous(rng):
     _native_or_skip()
     x = rng.standard_normal((3, 1, 12, 12)).astype("float32")
     w = rng.standard_normal((6, 1, 5, 5)).astype("float32")
-    y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
-    r, _ = nk.relu_forward(y)
-    p, psaved = nk.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
+    y, _ = _fast_conv(x, w, None, (1, 1), ((2, 2), (2, 2)), (1, 1), 1)
+    r, _ = nact.relu_forward(y)
+    p, psaved = npool.max_pool2d_forward(r, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (6, 6))
     assert y.flags.c_contiguous and r.flags.c_contiguous and p.flags.c_contiguous
     w2 = rng.standard_normal((16, 6, 5, 5)).astype("float32")
-    y2, saved2 = nk.conv2d_forward(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
-    dx, _, _ = nk.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
+    y2, saved2 = _fast_conv(p, w2, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    dx, _, _ = nconv.conv2d_backward(np.ones(y2.shape, "float32"), saved2, (True, True, False))
     assert y2.flags.c_contiguous and dx.flags.c_contiguous
 
 
@@ -328,12 +355,12 @@ def test_planar_conv_non_finite_values_match_generic(rng, where, dtype):
     else:
         w[1, 0, 2, 2] = np.inf
     args = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)
-    assert nk._planar_conv(w, (1, 1), 1)
+    assert nplanar.on_planes(w, (1, 1), 1)
     g = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
     with np.errstate(invalid="ignore"):
-        _, sf = nk.conv2d_forward(x, w, None, *args)
-        _, sg = conv_mod.conv2d_forward_generic(x, w, None, *args)
-        for a, b in zip(nk.conv2d_backward(g, sf, (True, True, False))[:2],
+        _, sf = _fast_conv(x, w, None, *args)
+        _, sg = _generic_conv(x, w, None, *args)
+        for a, b in zip(nconv.conv2d_backward(g, sf, (True, True, False))[:2],
                         conv_mod.conv2d_backward_generic(g, sg, (True, True, False))[:2]):
             np.testing.assert_allclose(a, b, **TOL[dtype])
 
@@ -345,12 +372,12 @@ def test_kernels_work_in_a_forked_child(rng):
 
     x = rng.standard_normal((4, 3, 8, 8)).astype("float32")
     w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
-    expected, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # the pool now exists
+    expected, _ = _fast_conv(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # the pool now exists
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
-            y, _ = nk.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+            y, _ = _fast_conv(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
             os.write(write, b"ok" if np.allclose(y, expected) else b"mismatch")
         finally:
             os._exit(0)
@@ -363,7 +390,7 @@ def test_kernels_work_in_a_forked_child(rng):
 def test_batch_norm_fast_statistics_stay_accurate_with_a_large_offset(impl, rng):
     # per-block shifting and Chan's merge: no cancellation when |mean| >> std (E[x^2] - E[x]^2 is off by 3e5 here)
     x = (rng.standard_normal((64, 8, 8, 16)) * 0.01 + 1000.0).astype("float32").transpose(0, 3, 1, 2)
-    _, _, mean, var = nk.batch_norm_forward(x, None, None, None, None, True, 1e-5)
+    _, _, mean, var = nnorm.batch_norm_forward(x, None, None, None, None, True, 1e-5)
     exact = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1).reshape(-1, 16)
     np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-6)
     np.testing.assert_allclose(var, exact.var(0), rtol=2e-4)  # the generic float32 two-pass: ~7e-4
@@ -373,28 +400,26 @@ def test_release_workspaces_and_small_jobs(rng, monkeypatch):
     x = rng.standard_normal((6, 4, 9, 9)).astype("float32")
     w = rng.standard_normal((5, 4, 3, 3)).astype("float32")
     args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-    parallel, _ = nk.conv2d_forward(x, w, None, *args)
-    assert any(store for store in nk._stores)
-    nk.release_workspaces()
-    assert not any(store for store in nk._stores)
-    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 1 << 40)  # every job now runs on the calling thread
-    serial, _ = nk.conv2d_forward(x, w, None, *args)
+    parallel, _ = _fast_conv(x, w, None, *args)
+    assert any(store for store in nruntime._stores)
+    nruntime.release_workspaces()
+    assert not any(store for store in nruntime._stores)
+    monkeypatch.setattr(nruntime, "PARALLEL_MIN_ELEMENTS", 1 << 40)  # every job now runs on the calling thread
+    serial, _ = _fast_conv(x, w, None, *args)
     np.testing.assert_allclose(serial, parallel, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_relu_backward_fast_path_equals_generic(impl, dtype):
-    from xpnet.backends import numpy_kernels
-
     gen = np.random.default_rng(3)
     x = gen.standard_normal((4, 3, 5, 5)).astype(dtype)
     g = gen.standard_normal(x.shape).astype(dtype)
     mask = x > 0
-    np.testing.assert_array_equal(numpy_kernels.relu_backward(g, mask), np.where(mask, g, 0).astype(dtype))
+    np.testing.assert_array_equal(nact.relu_backward(g, mask), np.where(mask, g, 0).astype(dtype))
     # an inf or NaN gradient where the mask is off gives 0, as the generic where does
     g[~mask] = np.inf
     g.flat[np.flatnonzero(~mask)[0]] = np.nan
-    out = numpy_kernels.relu_backward(g, mask)
+    out = nact.relu_backward(g, mask)
     np.testing.assert_array_equal(out, np.where(mask, g, 0).astype(dtype))
     assert out.dtype == np.dtype(dtype)
 
@@ -402,42 +427,42 @@ def test_relu_backward_fast_path_equals_generic(impl, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_relu_fast_paths_equal_generic_in_blocks(impl, dtype, channels_last, monkeypatch):
-    monkeypatch.setattr(nk, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
-    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
-    monkeypatch.setattr(nk, "ELEMENTWISE_PARALLEL_MIN", 256)
+    monkeypatch.setattr(nact, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
+    monkeypatch.setattr(nruntime, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
+    monkeypatch.setattr(nact, "ELEMENTWISE_PARALLEL_MIN", 256)
     gen = np.random.default_rng(5)
     x = _layout(gen.standard_normal((4, 6, 9, 11)).astype(dtype), channels_last)
     x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]
-    y, mask = nk.relu_forward(x)
+    y, mask = nact.relu_forward(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     # numpy: the mask [x > 0]; compiled: y itself, which the backward reads as y > 0
     np.testing.assert_array_equal(mask, x > 0) if impl == "numpy" else np.testing.assert_array_equal(mask, y)
     assert y.dtype == x.dtype and y.strides == x.strides and mask.shape == x.shape
     g = _layout(gen.standard_normal(x.shape).astype(dtype), channels_last)
-    out = nk.relu_backward(g, mask)
+    out = nact.relu_backward(g, mask)
     np.testing.assert_array_equal(out, np.where(x > 0, g, 0))
     assert out.dtype == g.dtype and out.strides == g.strides
     # a non-finite gradient under the mask's zeros in one block gives 0 there, not NaN
     g[~(x > 0)] = np.inf
-    np.testing.assert_array_equal(nk.relu_backward(g, mask), np.where(x > 0, g, 0))
+    np.testing.assert_array_equal(nact.relu_backward(g, mask), np.where(x > 0, g, 0))
     # a gradient laid out unlike the mask takes the whole-array path
     other = np.ascontiguousarray(g) if channels_last else _layout(np.array(g), True)
-    np.testing.assert_array_equal(nk.relu_backward(other, mask), np.where(x > 0, other, 0))
+    np.testing.assert_array_equal(nact.relu_backward(other, mask), np.where(x > 0, other, 0))
 
 
 def test_relu_forward_small_or_strided_input(impl):
     x = np.random.default_rng(6).standard_normal((3, 40, 50)).astype("float32")
     g = np.random.default_rng(7).standard_normal(x.shape).astype("float32")
     for arr, grad in ((x[:1, :2], g[:1, :2]), (x[:, ::2], g[:, ::2])):
-        y, saved = nk.relu_forward(arr)
+        y, saved = nact.relu_forward(arr)
         np.testing.assert_array_equal(y, np.maximum(arr, 0))
-        np.testing.assert_array_equal(nk.relu_backward(grad, saved), np.where(arr > 0, grad, 0))
+        np.testing.assert_array_equal(nact.relu_backward(grad, saved), np.where(arr > 0, grad, 0))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matmul_fast_path_equals_numpy(dtype, monkeypatch):
-    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 64)  # split the rows over the workers
-    monkeypatch.setattr(nk, "MATMUL_WORKERS_MAX", 1 << 13)  # a (100, 33) x (33, 5) product goes to np.matmul
+    monkeypatch.setattr(nruntime, "PARALLEL_MIN_ELEMENTS", 64)  # split the rows over the workers
+    monkeypatch.setattr(nlinalg, "MATMUL_WORKERS_MAX", 1 << 13)  # a (100, 33) x (33, 5) product goes to np.matmul
     gen = np.random.default_rng(7)
     w = gen.standard_normal((5, 33)).astype(dtype)
     for a in (gen.standard_normal((2, 7, 33)).astype(dtype),  # leading dims flattened to rows
@@ -445,25 +470,25 @@ def test_matmul_fast_path_equals_numpy(dtype, monkeypatch):
               gen.standard_normal((0, 33)).astype(dtype),
               gen.standard_normal((100, 33)).astype(dtype),
               gen.standard_normal(33).astype(dtype)):
-        out = nk.matmul(a, w.T)
+        out = nlinalg.matmul(a, w.T)
         expected = np.matmul(a, w.T)
         assert out.shape == expected.shape and out.dtype == expected.dtype
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     # dW = G^T X: both operands transposed views
     g = gen.standard_normal((40, 5)).astype(dtype)
     x = gen.standard_normal((40, 33)).astype(dtype)
-    np.testing.assert_allclose(nk.matmul(g.T, x), g.T @ x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nlinalg.matmul(g.T, x), g.T @ x, rtol=1e-5, atol=1e-5)
     # other shapes and mixed dtypes are plain np.matmul
-    np.testing.assert_array_equal(nk.matmul(np.ones((2, 3, 4)), np.ones((2, 4, 5))), np.full((2, 3, 5), 4.0))
-    assert nk.matmul(np.ones((2, 3), dtype="float32"), np.ones((3, 2))).dtype == np.float64
+    np.testing.assert_array_equal(nlinalg.matmul(np.ones((2, 3, 4)), np.ones((2, 4, 5))), np.full((2, 3, 5), 4.0))
+    assert nlinalg.matmul(np.ones((2, 3), dtype="float32"), np.ones((3, 2))).dtype == np.float64
 
 
 def test_matmul_fast_path_leaves_blas_thread_count(monkeypatch):
-    if not nk._blas.available:
+    if not nruntime.blas_threads.available:
         pytest.skip("no OpenBLAS thread control here")
-    before = nk._blas._get()
-    nk.matmul(np.ones((64, 128), dtype="float32"), np.ones((128, 10), dtype="float32"))
-    assert nk._blas._get() == before
+    before = nruntime.blas_threads._get()
+    nlinalg.matmul(np.ones((64, 128), dtype="float32"), np.ones((128, 10), dtype="float32"))
+    assert nruntime.blas_threads._get() == before
 
 
 def test_relu_backward_from_the_compiled_forward_without_the_library(rng, monkeypatch):
@@ -471,24 +496,24 @@ def test_relu_backward_from_the_compiled_forward_without_the_library(rng, monkey
     _native_or_skip()
     x = rng.standard_normal((3, 4, 5, 6)).astype("float32")
     x[0, 0, 0, :2] = [np.nan, -0.0]
-    y, saved = nk.relu_forward(x)
+    y, saved = nact.relu_forward(x)
     assert saved is y
     g = rng.standard_normal(x.shape).astype("float32")
     monkeypatch.setenv("XPNET_NATIVE", "0")
-    np.testing.assert_array_equal(nk.relu_backward(g, saved), np.where(x > 0, g, 0))
+    np.testing.assert_array_equal(nact.relu_backward(g, saved), np.where(x > 0, g, 0))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_batch_norm_split_over_workers_equals_generic(impl, rng, dtype, monkeypatch):
     # each worker's moments (shifted by its own first row) merge into the batch's; sums add
-    monkeypatch.setattr(nk, "PARALLEL_MIN_ELEMENTS", 16)
+    monkeypatch.setattr(nruntime, "PARALLEL_MIN_ELEMENTS", 16)
     x = _layout((rng.standard_normal((5, 3, 4, 7)) * 2 + 50).astype(dtype), True)
     gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
-    yf, sf, mf, vf = nk.batch_norm_forward(x, gamma, beta, None, None, True, 1e-5)
+    yf, sf, mf, vf = nnorm.batch_norm_forward(x, gamma, beta, None, None, True, 1e-5)
     yg, sg, mg, vg = norm_mod.batch_norm_forward_generic(x, gamma, beta, None, None, True, 1e-5)
     for a, b in ((yf, yg), (mf, mg), (vf, vg)):
         _close(a, b, dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
-    for a, b in zip(nk.batch_norm_backward(g, sf, (True, True, True)),
+    for a, b in zip(nnorm.batch_norm_backward(g, sf, (True, True, True)),
                     norm_mod.batch_norm_backward_generic(g, sg, (True, True, True))):
         _close(a, b, dtype)

@@ -1,11 +1,14 @@
-"""The compiled kernels' build and load (xpnet/backends/native.py): built once into the cache, reused,
-and every way of not having them (disabled, no compiler, a failing build) leaves the NumPy paths; a
-cached library is loaded only when its cache directory, the file and its SHA-256 record pass the
-checks, else it is rebuilt (or the NumPy paths taken) with one warning."""
+"""The compiled kernels' build and load (xpnet/backends/numpy/native.py): built once into the cache,
+reused, and every way of not having them (disabled, no compiler, a failing build) leaves the NumPy
+paths; a cached library is loaded only when its cache directory, the file and its SHA-256 record pass
+the checks, else it is rebuilt (or the NumPy paths taken) with one warning. The ctypes signatures come
+from the one header (numpy/header.py): it declares every exported function, and a header that
+disagrees with the sources (or the library) leaves the NumPy paths with one warning."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 import shutil
 import subprocess
@@ -14,8 +17,8 @@ import warnings
 import numpy as np
 import pytest
 
-from xpnet.backends import native
-from xpnet.backends import numpy_kernels as nk
+from xpnet.backends.numpy import conv as nconv
+from xpnet.backends.numpy import header, native
 from xpnet.nn.functional import conv as conv_mod
 
 
@@ -38,12 +41,12 @@ def _lenet_conv2(rng):
 
 def _check_against_generic(rng):
     x, w, b = _lenet_conv2(rng)
-    args = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)
-    yf, sf = nk.conv2d_forward(x, w, b, *args)
+    args = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1, (10, 10))
+    yf, sf = nconv.conv2d_forward(x, w, b, *args)
     yg, sg = conv_mod.conv2d_forward_generic(x, w, b, *args)
     np.testing.assert_allclose(yf, yg, rtol=2e-5, atol=2e-5)
     g = rng.standard_normal(yg.shape).astype("float32")
-    for a, c in zip(nk.conv2d_backward(g, sf, (True, True, True)),
+    for a, c in zip(nconv.conv2d_backward(g, sf, (True, True, True)),
                     conv_mod.conv2d_backward_generic(g, sg, (True, True, True))):
         np.testing.assert_allclose(a, c, rtol=2e-5, atol=2e-5)
 
@@ -327,3 +330,126 @@ def test_the_cache_directory_is_created_private(fresh, prebuilt, monkeypatch):
     lib, _, caught = _load_catching()
     assert lib is not None and caught == []
     assert os.stat(cache).st_mode & 0o777 == 0o700
+
+
+# --- the signatures come from the one header --------------------------------------------------------
+
+def _header_names():
+    return set(header.read(native.CSRC_DIR))
+
+
+def test_the_parser_maps_each_c_type_and_refuses_what_it_cannot_read():
+    ctypes = pytest.importorskip("ctypes")
+    parsed = header.parse("""
+        /* a comment; with a semicolon */
+        #include <stddef.h>
+        void f(const float *restrict x, ptrdiff_t n, int k, double s, float *out, const unsigned char *arg,
+               long m, int64_t big, size_t count);
+        void g(void);
+    """)
+    assert list(parsed) == ["f", "g"]
+    assert parsed["f"].argtypes == (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_double, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_long, ctypes.c_int64, ctypes.c_size_t)
+    assert parsed["f"].params[0] == ("const float *restrict", "x") and parsed["f"].restype is None
+    assert parsed["g"].argtypes == ()
+    for text, complaint in [("void f(struct s x);", "is not one the loader maps"),
+                            ("void f(float **x);", "is not one the loader maps"),
+                            ("void f(int);", "needs a type and a name"),
+                            ("typedef int index;", "not a plain function prototype"),
+                            ("void f(int a); void f(int b);", "declared twice"),
+                            ("/* nothing */", "declares no function")]:
+        with pytest.raises(header.HeaderError, match=complaint):
+            header.parse(text)
+
+
+def test_every_kernel_the_python_code_calls_is_declared_in_the_header():
+    names = _header_names()
+    package = os.path.dirname(native.__file__)
+    called = set()
+    for module in os.listdir(package):
+        if module.endswith(".py"):
+            with open(os.path.join(package, module)) as src:
+                text = src.read()
+            for base in re.findall(r'native\.kernel\([^,]+, "(xp_\w+)"', text):
+                called |= {base + "_f32", base + "_f64"}
+            called |= set(re.findall(r"\blib\.(xp_\w+)\(", text))
+    assert len(called) > 20, called
+    assert called <= names, f"called but not declared in {header.HEADER_NAME}: {sorted(called - names)}"
+
+
+@needs_cc
+def test_the_header_declares_every_exported_function(fresh):
+    lib = native.library()
+    assert lib is not None, native.status()
+    names = _header_names()
+    assert set(lib.names()) == names  # every declaration resolved, with its signature set
+    for name in names:
+        assert getattr(lib, name).argtypes == list(header.read(native.CSRC_DIR)[name].argtypes)
+    with pytest.raises(AttributeError, match="not declared in xpnet_kernels.h"):
+        lib.xp_not_declared
+    with pytest.raises(TypeError):  # a wrong call is an exception, not a crash
+        lib.xp_relu_fwd_f32(0, 0)
+    built = [f for f in os.listdir(fresh) if f.endswith(".so")]
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm here to list the library's exported symbols")
+    listed = subprocess.run([nm, "-D", "--defined-only", str(fresh / built[0])], capture_output=True, text=True)
+    exported = {line.split()[-1] for line in listed.stdout.splitlines() if line.split()[1:2] == ["T"]}
+    assert {e for e in exported if e.startswith("xp_")} == names
+
+
+@pytest.fixture
+def sources(fresh, monkeypatch, tmp_path_factory):
+    """A copy of the C sources that a test may edit, built (quickly: -O0) instead of the real ones."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    copy = tmp_path_factory.mktemp("csrc") / "csrc"
+    shutil.copytree(native.CSRC_DIR, copy)
+    monkeypatch.setattr(native, "CSRC_DIR", str(copy))
+    real = native._flag_sets
+    monkeypatch.setattr(native, "_flag_sets", lambda: [["-O0" if f == "-O3" else f for f in real()[-1]]])
+    return copy
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("how, said", [
+    ("a prototype differs from its definition", "conflicting types"),
+    ("an exported function is declared nowhere", "missing-prototypes"),
+    ("a declared function is defined nowhere", "is declared in xpnet_kernels.h but the library built"),
+])
+def test_a_header_that_disagrees_with_the_sources_leaves_the_numpy_path(sources, rng, how, said):
+    if how == "a prototype differs from its definition":
+        _edit(sources / header.HEADER_NAME, "void xp_relu_fwd_f32(const float *x, float *y, ptrdiff_t n);",
+              "void xp_relu_fwd_f32(const float *x, float *y, int n);")
+    elif how == "an exported function is declared nowhere":
+        (sources / "optim.c").write_text((sources / "optim.c").read_text() + "\nvoid xp_extra(int n) { (void)n; }\n")
+    else:
+        _edit(sources / header.HEADER_NAME, "#endif", "void xp_missing_f32(float *x);\n#endif")
+    lib, text, caught = _load_catching()
+    assert lib is None and "unavailable" in text and said in text
+    assert len(caught) == 1, caught
+    assert caught[0].startswith("xpnet: the C sources do not match their declarations in xpnet_kernels.h (")
+    assert said in caught[0] and caught[0].endswith("; using the NumPy kernels")
+    _check_against_generic(rng)
+
+
+def test_a_header_the_loader_cannot_read_leaves_the_numpy_path(sources, monkeypatch, rng):
+    monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("built from a header it cannot read"))
+    _edit(sources / header.HEADER_NAME, "void xp_relu_fwd_f32(const float *x, float *y, ptrdiff_t n);",
+          "void xp_relu_fwd_f32(const float *x, float *y, struct count n);")
+    lib, text, caught = _load_catching()
+    assert lib is None and len(caught) == 1
+    assert caught[0].startswith("xpnet: the compiled kernels' header cannot be read: ")
+    assert "struct count" in caught[0] and "struct count" in text
+    _check_against_generic(rng)
+
+
+def test_the_cache_key_covers_the_header(sources):
+    before = native._source_text()
+    _edit(sources / header.HEADER_NAME, "#endif", "/* a change */\n#endif")
+    assert native._source_text() != before

@@ -104,3 +104,67 @@ def run_torch(name, options, steps=STEPS):
         opt.step()
         out.append((w.detach().numpy().copy(), c.detach().numpy().copy()))
     return out
+
+
+# PyTorch's defaults per optimizer and each rule written out in NumPy float64: the reference the
+# trajectory and update-rule tests compare against
+DEFAULTS = {
+    "SGD": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
+    "Adagrad": dict(lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                    maximize=False),
+    "RMSprop": dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                    maximize=False),
+    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                 bias_correction=True),
+    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False, maximize=False,
+                  bias_correction=True),
+}
+
+
+def reference_step(name, o, w, g, s, t):
+    """One step of each rule in plain NumPy float64, straight from the formulas; s is the state."""
+    g = -g if o["maximize"] else g
+    if name == "SGD":
+        d = g + o["weight_decay"] * w
+        if o["momentum"]:
+            s["b"] = d.copy() if t == 1 else o["momentum"] * s["b"] + (1 - o["dampening"]) * d
+            d = d + o["momentum"] * s["b"] if o["nesterov"] else s["b"]
+        return w - o["lr"] * d
+    if name == "Adagrad":
+        d = g + o["weight_decay"] * w
+        s["sum"] = s.get("sum", np.full_like(w, o["initial_accumulator_value"])) + d * d
+        lr_t = o["lr"] / (1 + (t - 1) * o["lr_decay"])
+        return w - lr_t * d / (np.sqrt(s["sum"]) + o["eps"])
+    if name == "RMSprop":
+        a = o["alpha"]
+        d = g + o["weight_decay"] * w
+        s["v"] = a * s.get("v", 0.0) + (1 - a) * d * d
+        if o["centered"]:
+            s["m"] = a * s.get("m", 0.0) + (1 - a) * d
+            sigma = np.sqrt(s["v"] - s["m"] ** 2) + o["eps"]
+        else:
+            sigma = np.sqrt(s["v"]) + o["eps"]
+        if o["momentum"] > 0:
+            s["b"] = o["momentum"] * s.get("b", 0.0) + d / sigma
+            return w - o["lr"] * s["b"]
+        return w - o["lr"] * d / sigma
+    # Adam, AdamW
+    b1, b2 = o["betas"]
+    lam = o["weight_decay"]
+    if name == "AdamW":
+        w = w * (1 - o["lr"] * lam)
+        d = g
+    else:
+        d = g + lam * w
+    s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * d
+    s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * d * d
+    v = s["v"]
+    if o["amsgrad"]:
+        s["vmax"] = np.maximum(s.get("vmax", 0.0), s["v"])
+        v = s["vmax"]
+    if o["bias_correction"]:
+        m_hat = s["m"] / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+    else:
+        m_hat, v_hat = s["m"], v
+    return w - o["lr"] * m_hat / (np.sqrt(v_hat) + o["eps"])

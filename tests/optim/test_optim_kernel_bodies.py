@@ -3,6 +3,10 @@ as the per-element loop CuPy generates (T = double or float, inputs by value, ou
 reference) and run on NumPy arrays through a stand-in ``cupy`` module; 30 steps of every optimizer
 case must equal the generic Array-API update bit for bit (no FMA contraction, float64 and float32).
 
+Both sides run through ``Optimizer.step`` on the numpy backend: the fused side with the CuPy kernel
+installed as that backend instance's own fast path, so the kernel receives the ``scalars`` the
+optimizer computes, and must update ``w`` in place and return it.
+
 This is NumPy-only by nature (it emulates CuPy on the host), so it does not take the ``backend``
 fixture; test_optim_cupy_kernels.py runs the real kernels on a GPU.
 """
@@ -21,12 +25,12 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from xpnet.backends import cupy_optim_kernels as kernels
+from xpnet.backends.cupy import optim as cupy_optim
 from optim_cases import A, B, C0, CASES, W0, sign_of
 
 STEPS = 30
-FAST = {"SGD": kernels.sgd_step, "Adagrad": kernels.adagrad_step, "RMSprop": kernels.rmsprop_step,
-        "Adam": kernels.adam_step, "AdamW": kernels.adam_step}
+FAST = {"SGD": cupy_optim.sgd_step, "Adagrad": cupy_optim.adagrad_step, "RMSprop": cupy_optim.rmsprop_step,
+        "Adam": cupy_optim.adam_step, "AdamW": cupy_optim.adam_step}
 
 
 class DeviceArray(np.ndarray):
@@ -92,24 +96,37 @@ class HostElementwiseKernel:
         fn(*cargs)
 
 
+def _in_place_on_host(fast):
+    """The CuPy kernel ``fast`` as the numpy backend's fast path: ``w`` goes in as a view with CuPy's
+    ``device`` (so the kernel's in-place writes land in the parameter), and must come back."""
+
+    def step(w, g, state, group, scalars):
+        view = w.view(DeviceArray)
+        out = fast(view, g, state, group, scalars)
+        assert out is view, "a fused step returns the parameter it updated in place"
+        return w
+
+    return step
+
+
 def _run(name, options, dtype, fast, steps):
-    w = xpnet.tensor(W0.astype(dtype), requires_grad=True)
-    opt = getattr(optim, name)([w], **options)
-    group = opt.param_groups[0]
-    wd = W0.astype(dtype)
-    state = {k: (v.view(DeviceArray) if isinstance(v, np.ndarray) else v)
-             for k, v in opt.init_state(wd, group).items()}
-    wd = wd.view(DeviceArray)
-    a, b, c = A.astype(dtype), B.astype(dtype), C0.astype(dtype)
-    update = FAST[name] if fast else type(opt).update
-    trajectory = []
-    for _ in range(steps):
-        r = a @ wd + c - b
-        g = (a.T @ r * (sign_of(options) / r.size)).astype(dtype).view(DeviceArray)
-        if "step" in state:
-            state["step"] += 1
-        wd = np.ascontiguousarray(update(wd, g, state, group)).view(DeviceArray)
-        trajectory.append(np.asarray(wd).copy())
+    """(trajectory of w, final state) of ``steps`` optimizer steps on the fixed problem; ``fast`` runs
+    the CuPy kernel body, otherwise the generic rule (fused=False)."""
+    with xpnet.use_backend("numpy") as backend, pytest.MonkeyPatch.context() as patch:
+        cls = getattr(optim, name)
+        if fast:
+            patch.setitem(backend.kernels, cls.kernel_name, _in_place_on_host(FAST[name]))
+        w = xpnet.tensor(W0.astype(dtype), requires_grad=True)
+        opt = cls([w], fused=fast, **options)
+        a, b, c = A.astype(dtype), B.astype(dtype), C0.astype(dtype)
+        trajectory = []
+        for _ in range(steps):
+            r = a @ np.asarray(w.data) + c - b
+            g = (a.T @ r * (sign_of(options) / r.size)).astype(dtype)
+            w.grad = xpnet.tensor(g)
+            opt.step()
+            trajectory.append(np.asarray(w.data).copy())
+        state = opt.state.get(w, {})
     return np.array(trajectory), {k: np.asarray(v).copy() for k, v in state.items() if k != "step"}
 
 
@@ -122,7 +139,7 @@ def host_cupy(monkeypatch, tmp_path):
     fake.empty_like = lambda a: np.empty_like(a).view(DeviceArray)
     fake.int32 = np.int32
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    kernels._elementwise.cache_clear()
+    cupy_optim._elementwise.cache_clear()
     HostElementwiseKernel.registry = []
     # pass 1: every case once, to learn which kernels and signatures exist; then one compile
     for _, name, options in CASES:
@@ -142,7 +159,7 @@ def host_cupy(monkeypatch, tmp_path):
     for kernel, key, fname in names:
         kernel.variants[key] = getattr(so, fname)
     yield
-    kernels._elementwise.cache_clear()
+    cupy_optim._elementwise.cache_clear()
 
 
 def test_kernel_bodies_equal_the_generic_updates(host_cupy):

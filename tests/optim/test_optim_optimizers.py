@@ -11,74 +11,13 @@ import pytest
 import xpnet
 import xpnet.optim as optim
 from xpnet.backends import kernels as backend_kernels
-from optim_cases import A, B, CASES, STEPS, TORCH_CASES, W0, C0, run_torch, run_xpnet, set_grads, sign_of, xpnet_params
+from optim_cases import (A, B, C0, CASES, DEFAULTS, STEPS, TORCH_CASES, W0, reference_step, run_torch, run_xpnet,
+                         set_grads, sign_of, xpnet_params)
 
 IDS = [case[0] for case in CASES]
 TORCH_IDS = [case[0] for case in TORCH_CASES]
 
 # defaults as torch.optim (plus our bias_correction) documents them, independent of xpnet's code
-DEFAULTS = {
-    "SGD": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
-    "Adagrad": dict(lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-                    maximize=False),
-    "RMSprop": dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                    maximize=False),
-    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-                 bias_correction=True),
-    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False, maximize=False,
-                  bias_correction=True),
-}
-
-
-def reference_step(name, o, w, g, s, t):
-    """One step of each rule in plain NumPy float64, straight from the formulas; s is the state."""
-    g = -g if o["maximize"] else g
-    if name == "SGD":
-        d = g + o["weight_decay"] * w
-        if o["momentum"]:
-            s["b"] = d.copy() if t == 1 else o["momentum"] * s["b"] + (1 - o["dampening"]) * d
-            d = d + o["momentum"] * s["b"] if o["nesterov"] else s["b"]
-        return w - o["lr"] * d
-    if name == "Adagrad":
-        d = g + o["weight_decay"] * w
-        s["sum"] = s.get("sum", np.full_like(w, o["initial_accumulator_value"])) + d * d
-        lr_t = o["lr"] / (1 + (t - 1) * o["lr_decay"])
-        return w - lr_t * d / (np.sqrt(s["sum"]) + o["eps"])
-    if name == "RMSprop":
-        a = o["alpha"]
-        d = g + o["weight_decay"] * w
-        s["v"] = a * s.get("v", 0.0) + (1 - a) * d * d
-        if o["centered"]:
-            s["m"] = a * s.get("m", 0.0) + (1 - a) * d
-            sigma = np.sqrt(s["v"] - s["m"] ** 2) + o["eps"]
-        else:
-            sigma = np.sqrt(s["v"]) + o["eps"]
-        if o["momentum"] > 0:
-            s["b"] = o["momentum"] * s.get("b", 0.0) + d / sigma
-            return w - o["lr"] * s["b"]
-        return w - o["lr"] * d / sigma
-    # Adam, AdamW
-    b1, b2 = o["betas"]
-    lam = o["weight_decay"]
-    if name == "AdamW":
-        w = w * (1 - o["lr"] * lam)
-        d = g
-    else:
-        d = g + lam * w
-    s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * d
-    s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * d * d
-    v = s["v"]
-    if o["amsgrad"]:
-        s["vmax"] = np.maximum(s.get("vmax", 0.0), s["v"])
-        v = s["vmax"]
-    if o["bias_correction"]:
-        m_hat = s["m"] / (1 - b1 ** t)
-        v_hat = v / (1 - b2 ** t)
-    else:
-        m_hat, v_hat = s["m"], v
-    return w - o["lr"] * m_hat / (np.sqrt(v_hat) + o["eps"])
-
-
 def run_reference(name, options, steps=STEPS):
     o = {**DEFAULTS[name], **options}
     sign = sign_of(options)
@@ -175,15 +114,15 @@ def test_parameter_without_grad_is_skipped_and_gets_no_state(backend):
     assert not np.array_equal(xpnet.to_numpy(w), W0)
 
 
-def test_step_replaces_data_and_leaves_grad_alone(backend):
+def test_step_writes_into_data_and_leaves_grad_alone(backend):
     w, c = xpnet_params()
     opt = optim.Adam([w, c], lr=0.1, weight_decay=0.1, maximize=True)
     set_grads(w, c, 1.0)
     old_data, grad = w.data, w.grad.data
     grad_before = xpnet.to_numpy(grad)
     opt.step()
-    assert w.data is not old_data
-    np.testing.assert_array_equal(xpnet.to_numpy(old_data), W0)
+    assert w.data is old_data  # written in place, as PyTorch's parameters
+    assert np.abs(xpnet.to_numpy(old_data) - W0).max() > 1e-3
     np.testing.assert_array_equal(xpnet.to_numpy(w.grad.data), grad_before)
 
 
@@ -272,9 +211,10 @@ def test_non_leaf_tensor_is_rejected(backend):
 def test_backend_fast_path_replaces_the_update_unless_fused_false(backend, monkeypatch):
     calls = []
 
-    def fake_sgd_step(w, g, state, group):
-        calls.append(group["lr"])
-        return w - 2 * group["lr"] * g
+    def fake_sgd_step(w, g, state, group, scalars):
+        calls.append(scalars.lr)
+        w -= 2 * scalars.lr * g
+        return w
 
     monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), fake_sgd_step)
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
@@ -285,6 +225,37 @@ def test_backend_fast_path_replaces_the_update_unless_fused_false(backend, monke
     optim.SGD([w], lr=0.25, fused=False).step()
     assert calls == [0.25]
     np.testing.assert_allclose(xpnet.to_numpy(w), [0.25])
+
+
+def test_a_kernel_that_declines_leaves_the_step_to_the_generic_update(backend, monkeypatch):
+    calls = []
+
+    def declining_sgd_step(w, g, state, group, scalars):
+        calls.append(scalars)
+        return None
+
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), declining_sgd_step)
+    w = xpnet.tensor(np.array([1.0]), requires_grad=True)
+    w.grad = xpnet.tensor(np.array([1.0]))
+    data = w.data
+    optim.SGD([w], lr=0.25).step()
+    assert len(calls) == 1 and calls[0].lr == 0.25
+    assert w.data is data
+    np.testing.assert_allclose(xpnet.to_numpy(w), [0.75])
+    with pytest.raises(RuntimeError, match="declined"):
+        optim.SGD([w], lr=0.25, fused=True).step()
+    np.testing.assert_allclose(xpnet.to_numpy(w), [0.75])
+
+
+def test_a_kernel_that_returns_a_new_array_breaks_the_rule(backend, monkeypatch):
+    def copying_sgd_step(w, g, state, group, scalars):
+        return w - scalars.lr * g
+
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), copying_sgd_step)
+    w = xpnet.tensor(np.array([1.0]), requires_grad=True)
+    w.grad = xpnet.tensor(np.array([1.0]))
+    with pytest.raises(RuntimeError, match="returned a new array"):
+        optim.SGD([w], lr=0.25).step()
 
 
 def test_fused_true_without_a_kernel_raises(backend):

@@ -8,7 +8,7 @@ results then come back bare too.
 
 from __future__ import annotations
 
-from ..backends import backend_name_of, is_float_dtype
+from ..backends import backend_name_of, is_float_dtype, unwrap
 from . import function as _function
 from .tensor import Tensor
 
@@ -19,12 +19,12 @@ def _as_tuple(values):
     return (values,), True
 
 
-def _raw(x):
-    if isinstance(x, Tensor):
-        return x.data
-    if backend_name_of(x) is None:
+def _require_array(x):
+    """The array behind ``x`` (a Tensor or an array); TypeError for anything else."""
+    data = unwrap(x)
+    if backend_name_of(data) is None:
         raise TypeError(f"expected a Tensor or an array, got {type(x).__name__}")
-    return x
+    return data
 
 
 def _check_like(op, what, value, ref, index):
@@ -55,9 +55,9 @@ def jvp(f, inputs, tangents):
         raise ValueError(f"jvp: got {len(inputs)} inputs but {len(tangents)} tangents")
     primals = []
     for i, (x, t) in enumerate(zip(inputs, tangents)):
-        p = Tensor._wrap(_raw(x))
+        p = Tensor._wrap(_require_array(x))
         if t is not None:
-            t = _raw(t)
+            t = _require_array(t)
             _check_like("jvp", "tangent", t, p.data, i)
             p._tangent = t
         primals.append(p)
@@ -79,7 +79,7 @@ def jvp(f, inputs, tangents):
 def _leaves(inputs):
     leaves = []
     for x in inputs:
-        data = _raw(x)
+        data = _require_array(x)
         leaf = Tensor._wrap(data)
         if is_float_dtype(data.dtype):
             leaf.requires_grad = True
@@ -108,7 +108,7 @@ def vjp(f, inputs, cotangents):
         raise ValueError(f"vjp: f returned {len(outs)} outputs but {len(cots)} cotangents were given")
     live = [(o, c) for o, c in zip(outs, cots) if isinstance(o, Tensor) and o.requires_grad]
     for k, (o, c) in enumerate(live):
-        c = _raw(c)
+        c = _require_array(c)
         _check_like("vjp", "cotangent", c, o.data, k)
         o.backward(c, retain_graph=k < len(live) - 1)
     values = tuple(Tensor._wrap(o.data) for o in outs)
@@ -161,7 +161,7 @@ def hessian(f, x, eps=None):
     """
     from array_api_compat import array_namespace
 
-    data = _raw(x)
+    data = _require_array(x)
     if not is_float_dtype(data.dtype):
         raise TypeError(f"hessian: x must be floating point, got dtype {data.dtype}")
     xp = array_namespace(data)

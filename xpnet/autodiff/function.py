@@ -18,8 +18,6 @@ import contextvars
 
 from ..backends import backend_name_of, check_same_device
 
-Tensor = None  # xpnet.autodiff.tensor sets this on import (the two modules need each other)
-
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
 # mixed precision (xpnet.amp.autocast): the low float dtype name, or None outside autocast
@@ -244,7 +242,6 @@ _RENAMEABLE = frozenset((ValueError, TypeError, IndexError, RuntimeError))
 def _autocast_args(args, target):
     from ..backends import dtype_name, is_float_dtype
     from .ops import astype
-    from .tensor import Tensor
 
     out = []
     for a in args:
@@ -350,3 +347,7 @@ def _zeros_like_meta(node, index, grads):
 
     xp = array_namespace(ref)
     return xp.zeros(shape, dtype=dtype, device=ref.device)
+
+
+# Imported last, once Function exists: tensor.py in turn imports the ops, which subclass Function.
+from .tensor import Tensor  # noqa: E402

@@ -12,21 +12,9 @@ from ..backends import (
     is_float_dtype,
     register_transfer,
     to_numpy,
+    unwrap,
 )
 from ..backends import transfer as _transfer
-from . import function as _function
-
-
-_OPS = None
-
-
-def _ops():
-    global _OPS
-    if _OPS is None:
-        from . import ops
-
-        _OPS = ops
-    return _OPS
 
 
 class Tensor:
@@ -119,11 +107,11 @@ class Tensor:
 
     @property
     def T(self):
-        return _ops().transpose(self)
+        return _ops.transpose(self)
 
     @property
     def mT(self):
-        return _ops().transpose(self, -2, -1)
+        return _ops.transpose(self, -2, -1)
 
     def __len__(self):
         return self.shape[0]
@@ -171,7 +159,7 @@ class Tensor:
             xp = self.backend.xp
             grad = xp.ones(self.data.shape, dtype=self.data.dtype, device=self.data.device)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = grad.data if isinstance(grad, Tensor) else grad  # not unwrap: 0.2 us a backward (overhead.py)
             if backend_name_of(grad) is None:
                 grad = self.backend.asarray(grad, dtype=self.data.dtype)
             if tuple(grad.shape) != self.shape:
@@ -231,17 +219,17 @@ class Tensor:
             moved = _transfer.to_device(self.data, backend=backend, device=device)
             out = Tensor(moved, requires_grad=self.requires_grad and self._node is None)
         if dtype is not None:
-            out = _ops().astype(out, dtype)
+            out = _ops.astype(out, dtype)
         return out
 
     def astype(self, dtype):
-        return _ops().astype(self, dtype)
+        return _ops.astype(self, dtype)
 
     def float(self):
-        return _ops().astype(self, "float32")
+        return _ops.astype(self, "float32")
 
     def double(self):
-        return _ops().astype(self, "float64")
+        return _ops.astype(self, "float64")
 
     # -- in-place helpers for optimizers and init (no graph) -------------------------------------
     def zero_(self):
@@ -252,7 +240,7 @@ class Tensor:
     def copy_(self, other):
         """Overwrite the values with ``other``'s (any backend or device: it is moved here first,
         as torch's copy_ does), broadcast to this shape and cast to this dtype."""
-        src = other.data if isinstance(other, Tensor) else other
+        src = unwrap(other)
         backend = self.backend
         if backend_name_of(src) is None:
             src = backend.asarray(src, dtype=self.data.dtype)
@@ -264,49 +252,171 @@ class Tensor:
         self.data = xp.astype(src, self.data.dtype, copy=True)
         return self
 
+    # -- operators: each calls the function of the same name in xpnet.autodiff.ops --------------
+    def __add__(self, other):
+        return _ops.add(self, other)
 
-def _binary(name, reflected=False):
-    fn = None  # the ops function, looked up on first use (ops imports this module)
+    def __radd__(self, other):
+        return _ops.add(other, self)
 
-    def method(self, other):
-        nonlocal fn
-        if fn is None:
-            fn = getattr(_ops(), name)
-        return fn(other, self) if reflected else fn(self, other)
+    def __sub__(self, other):
+        return _ops.sub(self, other)
 
-    method.__name__ = f"__{'r' if reflected else ''}{name}__"
-    return method
+    def __rsub__(self, other):
+        return _ops.sub(other, self)
 
+    def __mul__(self, other):
+        return _ops.mul(self, other)
 
-for _name, _op in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"),
-                   ("pow", "pow"), ("matmul", "matmul")):
-    setattr(Tensor, f"__{_name}__", _binary(_op))
-    setattr(Tensor, f"__r{_name}__", _binary(_op, reflected=True))
-for _name, _op in (("eq", "eq"), ("ne", "ne"), ("lt", "lt"), ("le", "le"), ("gt", "gt"), ("ge", "ge")):
-    setattr(Tensor, f"__{_name}__", _binary(_op))
-Tensor.__hash__ = object.__hash__
-Tensor.__neg__ = lambda self: _ops().neg(self)
-Tensor.__abs__ = lambda self: _ops().abs(self)
-Tensor.__getitem__ = lambda self, index: _ops().getitem(self, index)
+    def __rmul__(self, other):
+        return _ops.mul(other, self)
 
+    def __truediv__(self, other):
+        return _ops.div(self, other)
 
-def _method(name):
-    def method(self, *args, **kwargs):
-        return getattr(_ops(), name)(self, *args, **kwargs)
+    def __rtruediv__(self, other):
+        return _ops.div(other, self)
 
-    method.__name__ = name
-    return method
+    def __pow__(self, other):
+        return _ops.pow(self, other)
 
+    def __rpow__(self, other):
+        return _ops.pow(other, self)
 
-for _name in ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip", "sum", "mean", "max",
-              "min", "var", "std", "reshape", "transpose", "permute", "flatten", "squeeze", "unsqueeze",
-              "logsumexp", "softmax", "log_softmax", "maximum", "minimum", "argmax", "argmin", "view",
-              "expand", "square", "split"):
-    setattr(Tensor, _name, _method(_name))
-Tensor.clamp = Tensor.clip
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
 
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
 
-_function.Tensor = Tensor
+    def __eq__(self, other):
+        return _ops.eq(self, other)
+
+    def __ne__(self, other):
+        return _ops.ne(self, other)
+
+    def __lt__(self, other):
+        return _ops.lt(self, other)
+
+    def __le__(self, other):
+        return _ops.le(self, other)
+
+    def __gt__(self, other):
+        return _ops.gt(self, other)
+
+    def __ge__(self, other):
+        return _ops.ge(self, other)
+
+    # By identity: a class that defines __eq__ (elementwise here, as in PyTorch) is otherwise
+    # unhashable, and Tensors are dict keys and set members. object's own slot, not a def that
+    # calls it: hashing then costs a third as much.
+    __hash__ = object.__hash__
+
+    def __neg__(self):
+        return _ops.neg(self)
+
+    def __abs__(self):
+        return _ops.abs(self)
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    # -- methods: each calls the function of the same name in xpnet.autodiff.ops ----------------
+    def exp(self, *args, **kwargs):
+        return _ops.exp(self, *args, **kwargs)
+
+    def log(self, *args, **kwargs):
+        return _ops.log(self, *args, **kwargs)
+
+    def sqrt(self, *args, **kwargs):
+        return _ops.sqrt(self, *args, **kwargs)
+
+    def abs(self, *args, **kwargs):
+        return _ops.abs(self, *args, **kwargs)
+
+    def square(self, *args, **kwargs):
+        return _ops.square(self, *args, **kwargs)
+
+    def tanh(self, *args, **kwargs):
+        return _ops.tanh(self, *args, **kwargs)
+
+    def sigmoid(self, *args, **kwargs):
+        return _ops.sigmoid(self, *args, **kwargs)
+
+    def relu(self, *args, **kwargs):
+        return _ops.relu(self, *args, **kwargs)
+
+    def clip(self, *args, **kwargs):
+        return _ops.clip(self, *args, **kwargs)
+
+    def clamp(self, *args, **kwargs):
+        return _ops.clamp(self, *args, **kwargs)
+
+    def maximum(self, *args, **kwargs):
+        return _ops.maximum(self, *args, **kwargs)
+
+    def minimum(self, *args, **kwargs):
+        return _ops.minimum(self, *args, **kwargs)
+
+    def sum(self, *args, **kwargs):
+        return _ops.sum(self, *args, **kwargs)
+
+    def mean(self, *args, **kwargs):
+        return _ops.mean(self, *args, **kwargs)
+
+    def max(self, *args, **kwargs):
+        return _ops.max(self, *args, **kwargs)
+
+    def min(self, *args, **kwargs):
+        return _ops.min(self, *args, **kwargs)
+
+    def var(self, *args, **kwargs):
+        return _ops.var(self, *args, **kwargs)
+
+    def std(self, *args, **kwargs):
+        return _ops.std(self, *args, **kwargs)
+
+    def argmax(self, *args, **kwargs):
+        return _ops.argmax(self, *args, **kwargs)
+
+    def argmin(self, *args, **kwargs):
+        return _ops.argmin(self, *args, **kwargs)
+
+    def logsumexp(self, *args, **kwargs):
+        return _ops.logsumexp(self, *args, **kwargs)
+
+    def softmax(self, *args, **kwargs):
+        return _ops.softmax(self, *args, **kwargs)
+
+    def log_softmax(self, *args, **kwargs):
+        return _ops.log_softmax(self, *args, **kwargs)
+
+    def reshape(self, *args, **kwargs):
+        return _ops.reshape(self, *args, **kwargs)
+
+    def view(self, *args, **kwargs):
+        return _ops.view(self, *args, **kwargs)
+
+    def transpose(self, *args, **kwargs):
+        return _ops.transpose(self, *args, **kwargs)
+
+    def permute(self, *args, **kwargs):
+        return _ops.permute(self, *args, **kwargs)
+
+    def flatten(self, *args, **kwargs):
+        return _ops.flatten(self, *args, **kwargs)
+
+    def squeeze(self, *args, **kwargs):
+        return _ops.squeeze(self, *args, **kwargs)
+
+    def unsqueeze(self, *args, **kwargs):
+        return _ops.unsqueeze(self, *args, **kwargs)
+
+    def expand(self, *args, **kwargs):
+        return _ops.expand(self, *args, **kwargs)
+
+    def split(self, *args, **kwargs):
+        return _ops.split(self, *args, **kwargs)
 
 
 def _move_tensor(t, backend, device):
@@ -314,3 +424,9 @@ def _move_tensor(t, backend, device):
 
 
 register_transfer(Tensor, _move_tensor)
+
+# Imported last, once Tensor exists: the ops are Functions that take and return Tensors, and
+# function.py wraps every Function's outputs in Tensors, so both import this module. Tensor's
+# methods look these names up when called, never at import.
+from . import function as _function  # noqa: E402
+from . import ops as _ops  # noqa: E402

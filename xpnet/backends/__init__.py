@@ -27,8 +27,8 @@ from .errors import BackendUnavailableError, DeviceMismatchError
 
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch")
 _MODULES = {
-    "numpy": "numpy_backend",
-    "cupy": "cupy_backend",
+    "numpy": "numpy",
+    "cupy": "cupy",
     "array_api_strict": "strict_backend",
     "torch": "torch_backend",
 }
@@ -236,4 +236,4 @@ __all__ = [
     "register_transfer",
 ]
 
-from . import cupy_kernels, numpy_kernels  # noqa: E402,F401  -- register fast paths (CuPy is imported only when its kernels run)
+from . import cupy, numpy  # noqa: E402,F401  -- register fast paths (CuPy is imported only when its kernels run)

@@ -1,7 +1,7 @@
 """Optimizers, gradient clipping and learning-rate schedules (torch.optim's names and semantics).
 
 ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW`` update any object with ``.data`` (a raw
-array, replaced by each step) and ``.grad`` (a Tensor or None); ``lr_scheduler`` holds the
+array, written in place by each step) and ``.grad`` (a Tensor or None); ``lr_scheduler`` holds the
 schedules; ``clip_grad_norm_`` / ``clip_grad_value_`` (also in ``xpnet.nn.utils``) clip gradients.
 """
 

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from array_api_compat import array_namespace
 
 from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
+
+
+class AdagradScalars(NamedTuple):
+    """The numbers of one Adagrad step (``Adagrad.step_scalars``); ``clr`` = η / (1 + (t - 1) κ), the
+    decayed learning rate of this step t."""
+
+    lr: float
+    lr_decay: float
+    weight_decay: float
+    eps: float
+    initial_accumulator_value: float
+    maximize: bool
+    clr: float
 
 
 class Adagrad(Optimizer):
@@ -43,15 +58,20 @@ class Adagrad(Optimizer):
                                           device=w.device)}
 
     @staticmethod
-    def update(w, g, state, group):
-        xp = array_namespace(w)
-        d, _ = effective_grad(w, g, group["weight_decay"], group["maximize"])
+    def step_scalars(state, group):
         clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        return AdagradScalars(group["lr"], group["lr_decay"], group["weight_decay"], group["eps"],
+                              group["initial_accumulator_value"], group["maximize"], clr)
+
+    @staticmethod
+    def update(w, g, state, group, scalars):
+        xp = array_namespace(w)
+        d, _ = effective_grad(w, g, scalars.weight_decay, scalars.maximize)
         s = state["sum"]
         s += d * d
         std = xp.sqrt(s)
-        std += group["eps"]
+        std += scalars.eps
         out = d / std
-        out *= -clr
-        out += w
-        return out
+        out *= -scalars.clr
+        w += out  # w + (-η_t d/σ): the same sum as (-η_t d/σ) + w
+        return w

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
@@ -10,18 +11,23 @@ from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
 
 
-def adam_scalars(step, group):
-    """Host-side constants of step t: (step size η/(1-β1^t), √(1-β2^t), w scale 1-ηλ or 1)."""
-    lr = group["lr"]
-    beta1, beta2 = group["betas"]
-    if group["bias_correction"]:
-        step_size = lr / (1 - beta1 ** step)
-        bc2_sqrt = math.sqrt(1 - beta2 ** step)
-    else:
-        step_size, bc2_sqrt = lr, 1.0
-    decay = group["weight_decay"]
-    w_scale = 1 - lr * decay if group["decoupled_weight_decay"] and decay != 0 else 1.0
-    return step_size, bc2_sqrt, w_scale
+class AdamScalars(NamedTuple):
+    """The numbers of one Adam/AdamW step (``Adam.step_scalars``).
+
+    ``bias_correction1``/``bias_correction2`` are 1 - β1^t and 1 - β2^t for this step t (both 1.0
+    with ``bias_correction=False``); ``decoupled`` is AdamW's decay w' = (1 - ηλ) w instead of λ w in
+    the gradient."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool
+    amsgrad: bool
+    maximize: bool
+    bias_correction1: float
+    bias_correction2: float
 
 
 class Adam(Optimizer):
@@ -70,12 +76,25 @@ class Adam(Optimizer):
         return state
 
     @staticmethod
-    def update(w, g, state, group):
-        xp = array_namespace(w)
+    def step_scalars(state, group):
         beta1, beta2 = group["betas"]
-        coupled = 0 if group["decoupled_weight_decay"] else group["weight_decay"]
-        d, _ = effective_grad(w, g, coupled, group["maximize"])
-        step_size, bc2_sqrt, w_scale = adam_scalars(state["step"], group)
+        step = state["step"]
+        if group["bias_correction"]:
+            bias_correction1, bias_correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+        else:
+            bias_correction1 = bias_correction2 = 1.0
+        return AdamScalars(group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                           bool(group["decoupled_weight_decay"]), bool(group["amsgrad"]), group["maximize"],
+                           bias_correction1, bias_correction2)
+
+    @staticmethod
+    def update(w, g, state, group, scalars):
+        xp = array_namespace(w)
+        lr, beta1, beta2, decay = scalars.lr, scalars.beta1, scalars.beta2, scalars.weight_decay
+        d, _ = effective_grad(w, g, 0 if scalars.decoupled else decay, scalars.maximize)
+        step_size = lr / scalars.bias_correction1  # η/(1-β1^t)
+        bc2_sqrt = math.sqrt(scalars.bias_correction2)  # √(1-β2^t)
+        w_scale = 1 - lr * decay if scalars.decoupled and decay != 0 else 1.0
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += (1 - beta1) * d
@@ -83,17 +102,19 @@ class Adam(Optimizer):
         sq = d * d
         sq *= 1 - beta2
         v += sq
-        if group["amsgrad"]:
+        if scalars.amsgrad:
             v = xp.maximum(state["max_exp_avg_sq"], v)
             state["max_exp_avg_sq"] = v
         denom = xp.sqrt(v)
         if bc2_sqrt != 1.0:
             denom /= bc2_sqrt
-        denom += group["eps"]
+        denom += scalars.eps
         out = m / denom
         out *= -step_size
-        out += w if w_scale == 1.0 else w * w_scale
-        return out
+        if w_scale != 1.0:
+            w *= w_scale
+        w += out  # w' + (-step): the same sum as (-step) + w'
+        return w
 
 
 class AdamW(Adam):

@@ -1,14 +1,28 @@
 """Optimizer: parameter groups, per-parameter state, and one fused update per parameter.
 
 A subclass supplies ``init_state(w, group)`` (the fresh state of one parameter, as a dict of
-arrays and a ``step`` count) and ``update(w, g, state, group)``: the whole update rule of one
-parameter over raw arrays of its namespace, returning the new parameter array. The update may
-overwrite the state arrays in place (they belong to the optimizer alone); it never writes into
-``w`` or ``g``: the parameter's ``.data`` is replaced by the returned array.
+arrays and a ``step`` count), ``step_scalars(state, group)`` (the host-side numbers of this step -
+options, decayed rates, bias corrections - as the subclass's NamedTuple, computed once per
+parameter and step) and ``update(w, g, state, group, scalars)``: the whole update rule of one
+parameter over raw arrays of its namespace.
 
-A backend may register a faster version of an update under ``kernel_name`` (for example
-``register_kernel("cupy", kernels.ADAM_STEP)``); it has the same signature, must give the same numbers,
-and replaces the generic update unless the group says ``fused=False``.
+The update rule, for every implementation (the generic ``update`` and every backend kernel; checked
+for each by tests/optim/test_optim_update_rule.py):
+
+    an update writes the new parameter values into ``w`` in place and returns ``w``;
+    it never writes into ``g``.
+
+The state arrays belong to the optimizer alone and are updated in place too. So, as in PyTorch, a
+parameter's ``.data`` stays the same array object from step to step, and views of it (the arrays
+of ``state_dict()``) see the new values.
+
+A backend may register a faster version of an update under the optimizer's ``kernel_name`` (for
+example ``register_kernel("cupy", kernels.ADAM_STEP)``). It is called as
+``kernel(w, g, state, group, scalars)`` with the ``scalars`` the generic update would get, must
+give the same numbers under the same rule, and may return None to decline (no compiled library, a
+dtype it does not cover) before it changes anything: the generic ``update`` then runs. A group's
+``fused=None`` (default) uses a kernel where one is registered, ``fused=False`` never, and
+``fused=True`` requires one (a RuntimeError when there is none or it declines).
 """
 
 from __future__ import annotations
@@ -19,7 +33,6 @@ import warnings
 from ..autodiff.function import enable_grad
 from ..backends import (backend_name_of, backend_of, check_same_device, dtype_name, is_float_dtype, register_transfer,
                         to_numpy, unwrap)
-from ..backends import cupy_optim_kernels  # noqa: F401  -- registers the CuPy fast paths (CuPy imported lazily)
 from ..backends import transfer as _transfer
 
 
@@ -139,23 +152,48 @@ class Optimizer:
         return {}
 
     @staticmethod
-    def update(w, g, state: dict, group: dict):
-        """Return the new parameter array (subclasses define the rule)."""
+    def step_scalars(state: dict, group: dict):
+        """The host-side numbers of this step for one parameter (after ``state['step']`` counts it),
+        as the subclass's NamedTuple; the generic update and every kernel receive the same one."""
+        return None
+
+    @staticmethod
+    def update(w, g, state: dict, group: dict, scalars):
+        """Write the new parameter values into ``w`` and return ``w`` (subclasses define the rule)."""
         raise TypeError("Optimizer.update: use a subclass (SGD, Adam, ...) that defines an update rule")
 
-    def _updater(self, w, group):
+    def _kernel(self, w, group):
+        """The backend's fast path for this optimizer, or None (the generic update runs)."""
         fused = group.get("fused")
         if self.kernel_name is None or fused is False:
-            return self.update
+            return None
         fast = backend_of(w).kernel(self.kernel_name)
-        if fast is not None:
-            return fast
-        if fused:
+        if fast is None and fused:
             raise RuntimeError(
                 f"{type(self).__name__}(fused=True): backend {backend_of(w)} has no '{self.kernel_name}' "
                 "kernel; use fused=None (fast path where one exists) or fused=False"
             )
-        return self.update
+        return fast
+
+    def _update(self, w, g, state, group, gi, pi) -> None:
+        """One parameter's update by the kernel, or by the generic rule when there is none or it
+        declines; either way into ``w`` itself."""
+        scalars = self.step_scalars(state, group)
+        fast = self._kernel(w, group)
+        out = None if fast is None else fast(w, g, state, group, scalars)
+        if out is None:
+            if fast is not None and group.get("fused"):
+                raise RuntimeError(
+                    f"{type(self).__name__}(fused=True): the '{self.kernel_name}' kernel of backend "
+                    f"{backend_of(w)} declined parameter {pi} of group {gi} (dtype {dtype_name(w.dtype)}, "
+                    f"shape {_shape(w)}); use fused=None (fast path where one applies) or fused=False"
+                )
+            out = self.update(w, g, state, group, scalars)
+        if out is not w:
+            raise RuntimeError(
+                f"{type(self).__name__}.step: the update of parameter {pi} in group {gi} returned a new array; "
+                "an update writes the new values into w in place and returns w (xpnet.optim.optimizer)"
+            )
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. ``closure`` (optional) re-evaluates
@@ -177,7 +215,7 @@ class Optimizer:
                 if "step" in state:
                     state["step"] += 1
                 try:
-                    p.data = self._updater(w, group)(w, g, state, group)
+                    self._update(w, g, state, group, gi, pi)  # p.data stays the same array object
                 except Exception:
                     if "step" in state:
                         state["step"] -= 1
@@ -187,12 +225,18 @@ class Optimizer:
         return loss
 
     def _check_inputs(self, w, g, state, gi, pi) -> None:
-        """Before anything is updated in place: the gradient has the parameter's shape, and the
+        """Before anything is updated in place: the gradient has the parameter's shape, the
+        parameter's array can be written (where the array says, as NumPy's flags do), and the
         gradient and state live where the parameter does (a type and device compare per array)."""
         if g.shape != w.shape:
             raise ValueError(
                 f"{type(self).__name__}.step: the gradient of parameter {pi} in group {gi} has shape "
                 f"{_shape(g)}, expected {_shape(w)} (the parameter's shape)"
+            )
+        if not getattr(getattr(w, "flags", None), "writeable", True):
+            raise ValueError(
+                f"{type(self).__name__}.step: parameter {pi} in group {gi} is a read-only array; a step writes "
+                "the new values into the parameter's own array (as PyTorch's): give it a writable copy"
             )
         kind, device = type(w), getattr(w, "device", None)
         suspect = type(g) is not kind or getattr(g, "device", None) != device

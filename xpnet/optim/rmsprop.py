@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from array_api_compat import array_namespace
 
 from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
+
+
+class RMSpropScalars(NamedTuple):
+    """The numbers of one RMSprop step (``RMSprop.step_scalars``): the group's options."""
+
+    lr: float
+    alpha: float
+    eps: float
+    weight_decay: float
+    momentum: float
+    centered: bool
+    maximize: bool
 
 
 class RMSprop(Optimizer):
@@ -49,30 +63,35 @@ class RMSprop(Optimizer):
         return state
 
     @staticmethod
-    def update(w, g, state, group):
+    def step_scalars(state, group):
+        return RMSpropScalars(group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"],
+                              group["centered"], group["maximize"])
+
+    @staticmethod
+    def update(w, g, state, group, scalars):
         xp = array_namespace(w)
-        alpha, mu = group["alpha"], group["momentum"]
-        d, _ = effective_grad(w, g, group["weight_decay"], group["maximize"])
+        alpha, mu = scalars.alpha, scalars.momentum
+        d, _ = effective_grad(w, g, scalars.weight_decay, scalars.maximize)
         v = state["square_avg"]
         v *= alpha
         sq = d * d
         sq *= 1 - alpha
         v += sq
-        if group["centered"]:
+        if scalars.centered:
             m = state["grad_avg"]
             m *= alpha
             m += (1 - alpha) * d
             sigma = xp.sqrt(v - m * m)
         else:
             sigma = xp.sqrt(v)
-        sigma += group["eps"]
+        sigma += scalars.eps
         if mu > 0:
             b = state["momentum_buffer"]
             b *= mu
             b += d / sigma
-            out = b * -group["lr"]
+            out = b * -scalars.lr
         else:
             out = d / sigma
-            out *= -group["lr"]
-        out += w
-        return out
+            out *= -scalars.lr
+        w += out  # w + (-η u): the same sum as (-η u) + w
+        return w

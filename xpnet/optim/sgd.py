@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from array_api_compat import array_namespace
 
 from ..backends import kernels
 from .optimizer import Optimizer, effective_grad
+
+
+class SGDScalars(NamedTuple):
+    """The numbers of one SGD step (``SGD.step_scalars``): the group's options."""
+
+    lr: float
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    maximize: bool
 
 
 class SGD(Optimizer):
@@ -22,6 +35,7 @@ class SGD(Optimizer):
     As in PyTorch the first step copies the gradient into the buffer (no dampening), and the
     velocity is applied as w ← w - η b (not b ← μ b + η g). State: ``momentum_buffer`` (μ ≠ 0).
     ``fused=None`` uses a backend fast path (``sgd_step``) where one is registered; False never.
+    Every step writes w_t into the parameter's own array (see xpnet.optim.optimizer).
     """
 
     kernel_name = kernels.SGD_STEP
@@ -43,18 +57,23 @@ class SGD(Optimizer):
             )
 
     @staticmethod
-    def update(w, g, state, group):
-        lr, mu = group["lr"], group["momentum"]
-        d, owned = effective_grad(w, g, group["weight_decay"], group["maximize"])
+    def step_scalars(state, group):
+        return SGDScalars(group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                          group["nesterov"], group["maximize"])
+
+    @staticmethod
+    def update(w, g, state, group, scalars):
+        lr, mu = scalars.lr, scalars.momentum
+        d, owned = effective_grad(w, g, scalars.weight_decay, scalars.maximize)
         if mu != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = array_namespace(d).asarray(d, copy=True)
             else:
                 buf *= mu
-                buf += d if group["dampening"] == 0 else (1 - group["dampening"]) * d
+                buf += d if scalars.dampening == 0 else (1 - scalars.dampening) * d
             state["momentum_buffer"] = buf
-            if group["nesterov"]:
+            if scalars.nesterov:
                 if owned:
                     d += mu * buf
                 else:
@@ -66,5 +85,5 @@ class SGD(Optimizer):
             d *= -lr
         else:
             d = d * -lr
-        d += w
-        return d
+        w += d  # w + (-η u): the same sum as (-η u) + w
+        return w

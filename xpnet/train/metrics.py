@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from ..backends import unwrap as _raw
+from ..backends import unwrap
 
 
 def accuracy(logits, target) -> float:
     """Fraction of rows whose arg-max equals the integer target."""
-    logits, target = _raw(logits), _raw(target)
+    logits, target = unwrap(logits), unwrap(target)
     xp = array_namespace(logits)
     pred = xp.argmax(logits, axis=-1)
     return float(xp.mean(xp.astype(pred == xp.astype(target, pred.dtype), xp.float32)))
 
 
 def correct_count(logits, target) -> int:
-    logits, target = _raw(logits), _raw(target)
+    logits, target = unwrap(logits), unwrap(target)
     xp = array_namespace(logits)
     pred = xp.argmax(logits, axis=-1)
     return int(xp.sum(xp.astype(pred == xp.astype(target, pred.dtype), xp.int64)))
@@ -24,7 +24,7 @@ def correct_count(logits, target) -> int:
 
 def top_k_correct(logits, target, k=5) -> int:
     """Rows whose target is among the k largest logits (ties count as in argsort's order)."""
-    logits, target = _raw(logits), _raw(target)
+    logits, target = unwrap(logits), unwrap(target)
     xp = array_namespace(logits)
     k = min(k, logits.shape[-1])
     target_score = xp.take_along_axis(logits, xp.reshape(xp.astype(target, xp.int64), (-1, 1)), axis=1)
@@ -34,12 +34,12 @@ def top_k_correct(logits, target, k=5) -> int:
 
 
 def top_k_accuracy(logits, target, k=5) -> float:
-    return top_k_correct(logits, target, k) / max(1, _raw(target).shape[0])
+    return top_k_correct(logits, target, k) / max(1, unwrap(target).shape[0])
 
 
 def confusion_matrix(pred, target, num_classes):
     """C[i, j] = number of samples of true class i predicted as j (int64, same namespace)."""
-    pred, target = _raw(pred), _raw(target)
+    pred, target = unwrap(pred), unwrap(target)
     xp = array_namespace(pred)
     classes = xp.arange(num_classes, device=pred.device)
     true_onehot = xp.astype(xp.reshape(target, (-1, 1)) == classes, xp.float64 if _has_f64(xp) else xp.float32)

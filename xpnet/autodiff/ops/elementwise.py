@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from ...backends import backend_of, dtype_name, get_default_dtype, is_float_dtype, kernels, resolve_dtype
+from ...backends.kernels import ReLUForward
 from ..function import Function
 from ..tensor import Tensor
 from ._common import add_tangents, expand_to, namespace, namespace_of, raw, unbroadcast
@@ -320,8 +321,9 @@ class Sigmoid(Function):
 class ReLU(Function):
     """y = max(x, 0).        dL/dx = G * [x > 0]
 
-    A backend's ``relu_forward`` kernel returns (y, what its ``relu_backward`` needs): the mask
-    [x > 0], or y itself (y > 0 exactly where x > 0), as PyTorch keeps."""
+    Forward, generic or a backend's ``relu_forward`` kernel: ``ReLUForward(y, saved)``, with saved what
+    the matching backward needs: the mask [x > 0] here; a kernel may keep y itself (y > 0 exactly
+    where x > 0), as PyTorch does."""
 
     forward_kernel = kernels.RELU_FORWARD
     backward_kernel = kernels.RELU_BACKWARD
@@ -331,10 +333,11 @@ class ReLU(Function):
         fast = backend_of(x).kernel(ReLU.forward_kernel)
         if fast is not None:
             y, saved = fast(x)
-            ctx.save_for_backward(saved)
-            return y
-        ctx.save_for_backward(x > 0)
-        return namespace(x).maximum(x, 0)  # maximum, not where: a NaN input stays NaN (PyTorch)
+        else:
+            # maximum, not where: a NaN input stays NaN (PyTorch)
+            y, saved = ReLUForward(namespace(x).maximum(x, 0), x > 0)
+        ctx.save_for_backward(saved)
+        return y
 
     @staticmethod
     def backward(ctx, g):

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
+from ...autodiff.ops._common import namespace, raw  # noqa: F401  -- the layers import them from here
 from ...autodiff.tensor import Tensor
 from ...backends import backend_name_of, backend_of, check_same_device, dtype_name, get_backend, is_float_dtype
 
-_NAMESPACES: dict = {}
-
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8")
-
-
-def raw(x):
-    """The raw array of a Tensor, or ``x`` itself."""
-    return x.data if isinstance(x, Tensor) else x
-
-
-def namespace(a):
-    """The Array-API namespace of raw array ``a`` (cached per array type)."""
-    kind = type(a)
-    xp = _NAMESPACES.get(kind)
-    if xp is None:
-        xp = array_namespace(a)
-        _NAMESPACES[kind] = xp
-    return xp
 
 
 def shape_text(shape) -> str:

@@ -4,21 +4,27 @@ The generic path below uses only Array-API functions (it runs on array_api_stric
 register faster ``conv2d_forward`` / ``conv2d_backward`` kernels in ``xpnet/backends/`` with the
 same contract, which the tests prove equal to the generic one:
 
-    conv2d_forward(x, w, b, stride, padding, dilation, groups) -> (y, saved)
-    conv2d_backward(g, saved, needs) -> (dx, dw, db)          needs = (need_x, need_w, need_b)
+    conv2d_forward(x, w, b, stride, padding, dilation, groups, out_hw) -> ConvForward(y, saved)
+    conv2d_backward(g, saved, needs) -> ConvGrads(dx, dw, db)      needs = (need_x, need_w, need_b)
 
-with ``stride``/``dilation`` as (sh, sw), ``padding`` as ((top, bottom), (left, right)), ``x`` 4-D.
-The shared geometry helpers (argument pairs, padding forms, output size with its error message)
-live here too and are used by the pooling functions.
+with ``stride``/``dilation`` as (sh, sw), ``padding`` as ((top, bottom), (left, right)), ``x`` 4-D
+and ``out_hw`` the output size (OH, OW), computed once by ``Convolution2d.forward`` with
+``conv2d_output_size``: no implementation repeats that rule. ``saved`` is what one implementation's
+forward keeps for its own backward (``GenericConvSaved`` here). The shared geometry helpers
+(argument pairs, padding forms, output size with its error message) live here too and are used by
+the pooling functions.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from ...autodiff.function import Function, forward_mode_active, is_autocast_enabled
 from ...backends import backend_of, dtype_name, kernels
+from ...backends.kernels import ConvForward, ConvGrads
 from ._arrays import as_input, namespace, raw, shape_text
 
-__all__ = ["conv2d", "Convolution2d", "conv2d_forward_generic", "conv2d_backward_generic",
+__all__ = ["conv2d", "Convolution2d", "conv2d_forward_generic", "conv2d_backward_generic", "GenericConvSaved",
            "conv2d_output_size", "normalize_pair", "normalize_padding"]
 
 
@@ -108,12 +114,25 @@ def _window(xpad, i, j, out_hw, stride, dilation):
     return xpad[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
 
 
-def conv2d_forward_generic(x, w, b, stride, padding, dilation, groups):
+class GenericConvSaved(NamedTuple):
+    """What the generic forward keeps for the generic backward."""
+
+    cols: Any  # (N, G, C/G*kH*kW, OH*OW): the im2col columns
+    w: Any
+    input_shape: tuple  # (N, C, H, W)
+    out_hw: tuple  # (OH, OW)
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def conv2d_forward_generic(x, w, b, stride, padding, dilation, groups, out_hw):
     """Generic forward: im2col by one strided slice per kernel offset, then one batched matmul."""
     xp = namespace(x)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    oh, ow = conv2d_output_size((h, wd), (kh, kw), stride, padding, dilation)
+    oh, ow = out_hw
     xpad = _pad2d(xp, x, padding)
     cols = xp.stack([_window(xpad, i, j, (oh, ow), stride, dilation) for i in range(kh) for j in range(kw)],
                     axis=2)  # (N, C, K, OH, OW), K = kh*kw in (i, j) order
@@ -122,14 +141,15 @@ def conv2d_forward_generic(x, w, b, stride, padding, dilation, groups):
     y = xp.reshape(xp.matmul(wmat, cols), (n, o, oh, ow))
     if b is not None:
         y = y + xp.reshape(b, (1, o, 1, 1))
-    saved = (cols, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups)
-    return y, saved
+    saved = GenericConvSaved(cols, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups)
+    return ConvForward(y, saved)
 
 
 def conv2d_backward_generic(g, saved, needs):
     """Generic backward: dW and dX from the saved columns; dX by col2im, one padded slice-add per
     kernel offset (no loop over output pixels)."""
-    cols, w, (n, c, h, wd), (oh, ow), stride, padding, dilation, groups = saved
+    cols, w, (n, c, h, wd), (oh, ow) = saved.cols, saved.w, saved.input_shape, saved.out_hw
+    stride, padding, dilation, groups = saved.stride, saved.padding, saved.dilation, saved.groups
     need_x, need_w, need_b = needs
     xp = namespace(g)
     o, cg, kh, kw = w.shape
@@ -155,7 +175,7 @@ def conv2d_backward_generic(g, saved, needs):
                 columns = slice(j * dwl, j * dwl + sw * (ow - 1) + 1, sw)
                 dxpad[:, :, rows, columns] = dxpad[:, :, rows, columns] + dcols[:, :, i * kw + j, :, :]
         dx = dxpad[:, :, pt:pt + h, pl:pl + wd] if (pt or pb or pl or pr) else dxpad
-    return dx, dw, db
+    return ConvGrads(dx, dw, db)
 
 
 class Convolution2d(Function):
@@ -182,17 +202,16 @@ class Convolution2d(Function):
         unbatched = x.ndim == 3
         if unbatched:
             x = namespace(x).expand_dims(x, axis=0)
+        # the output size, computed here once: every implementation (and the jvp rule) receives it
+        out_hw = conv2d_output_size(tuple(x.shape[-2:]), tuple(w.shape[2:]), stride, padding, dilation)
+        ctx.config = (stride, padding, dilation, groups, out_hw)
         fast = backend_of(x).kernel(Convolution2d.forward_kernel)
-        if fast is not None:
-            y, saved = fast(x, w, b, stride, padding, dilation, groups)
-        else:
-            y, saved = conv2d_forward_generic(x, w, b, stride, padding, dilation, groups)
-        ctx.saved = saved
+        run = fast if fast is not None else conv2d_forward_generic
+        y, ctx.saved = run(x, w, b, *ctx.config)
         ctx.unbatched = unbatched
         ctx.has_bias = b is not None
         if forward_mode_active():  # the jvp rule needs the inputs; otherwise do not keep them alive
             ctx.inputs = (x, w)
-        ctx.config = (stride, padding, dilation, groups)
         return y[0, ...] if unbatched else y
 
     @staticmethod
@@ -220,17 +239,16 @@ class Convolution2d(Function):
         out = None
         if tx is not None:
             tx = namespace(tx).expand_dims(tx, axis=0) if ctx.unbatched else tx
-            out = run(tx, w, tb, *ctx.config)[0]
+            out = run(tx, w, tb, *ctx.config).y
             tb = None
         if tw is not None:
-            term = run(x, tw, tb, *ctx.config)[0]
+            term = run(x, tw, tb, *ctx.config).y
             out = term if out is None else out + term
             tb = None
         if tb is not None:
-            y_shape = conv2d_output_size(tuple(x.shape[-2:]), tuple(w.shape[2:]), ctx.config[0], ctx.config[1],
-                                         ctx.config[2])
+            out_hw = ctx.config[-1]
             xp = namespace(tb)
-            out = xp.broadcast_to(xp.reshape(tb, (1, -1, 1, 1)), (x.shape[0], w.shape[0]) + y_shape)
+            out = xp.broadcast_to(xp.reshape(tb, (1, -1, 1, 1)), (x.shape[0], w.shape[0]) + tuple(out_hw))
         return out[0, ...] if ctx.unbatched else out
 
 
@@ -275,6 +293,6 @@ def _apply(input, weight, bias, stride, padding, dilation, groups, where):
     stride = normalize_pair(stride, "stride", where)
     dilation = normalize_pair(dilation, "dilation", where)
     padding = normalize_padding(padding, kernel, stride, dilation, where)
-    conv2d_output_size(tuple(raw(input).shape[-2:]), kernel, stride, padding, dilation, where)
+    # Convolution2d.forward computes the output size (and raises "conv2d: output height ... is below 1")
     return Convolution2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation,
                                groups=groups)

@@ -3,30 +3,49 @@
 Generic Array-API code; a backend may register faster kernels with these contracts, tested equal
 to the generic ones:
 
-    batch_norm_forward(x, gamma, beta, mean, var, training, eps) -> (y, saved, batch_mean, batch_var)
-    batch_norm_backward(g, saved, needs) -> (dx, dgamma, dbeta)       needs = (x, gamma, beta)
-    local_response_norm_forward(x, size, alpha, beta, k) -> (y, saved)
+    batch_norm_forward(x, gamma, beta, mean, var, training, eps)
+        -> BatchNormForward(y, saved, batch_mean, batch_var)
+    batch_norm_backward(g, saved, needs) -> BatchNormGrads(dx, dgamma, dbeta)    needs = (x, gamma, beta)
+    local_response_norm_forward(x, size, alpha, beta, k) -> LocalResponseNormForward(y, saved)
     local_response_norm_backward(g, saved) -> dx
 
 ``batch_mean``/``batch_var`` are the biased batch statistics in training mode, None in eval mode.
+``saved`` is what one implementation's forward keeps for its own backward (``GenericBatchNormSaved``,
+``GenericLocalResponseNormSaved`` here).
+
+The batch statistics leave ``BatchNormFunction`` as outputs: in training mode it returns
+(y, batch_mean, batch_var), and ``batch_norm`` updates the running buffers from those arrays. The
+Function's context is no place for them: no node (and so no context) is recorded under ``no_grad``
+or when nothing requires a gradient, and the running statistics are updated there too.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 from ...autodiff.function import Function, forward_mode_active, is_autocast_enabled
 from ...autodiff.tensor import Tensor
 from ...backends import backend_of, dtype_name, kernels
+from ...backends.kernels import BatchNormForward, BatchNormGrads, LocalResponseNormForward
 from ._arrays import as_input, namespace, raw, require_float, shape_text
 
 __all__ = ["batch_norm", "local_response_norm", "BatchNormFunction", "LocalResponseNormFunction",
            "batch_norm_forward_generic", "batch_norm_backward_generic", "lrn_forward_generic",
-           "lrn_backward_generic"]
+           "lrn_backward_generic", "GenericBatchNormSaved", "GenericLocalResponseNormSaved"]
 
 
 def _channel_shape(ndim: int, c: int) -> tuple:
     return (1, c) + (1,) * (ndim - 2)
+
+
+class GenericBatchNormSaved(NamedTuple):
+    """What the generic batch-norm forward keeps for its backward."""
+
+    xhat: Any  # (x - mu) / sigma, x's shape
+    invstd: Any  # 1 / sigma per channel
+    gamma: Any  # the scale, or None
+    training: bool
 
 
 def batch_norm_forward_generic(x, gamma, beta, mean, var, training, eps):
@@ -44,12 +63,12 @@ def batch_norm_forward_generic(x, gamma, beta, mean, var, training, eps):
     y = xhat if gamma is None else xhat * xp.reshape(gamma, shape)
     if beta is not None:
         y = y + xp.reshape(beta, shape)
-    saved = (xhat, invstd, gamma, training)
-    return y, saved, (mean if training else None), (var if training else None)
+    saved = GenericBatchNormSaved(xhat, invstd, gamma, training)
+    return BatchNormForward(y, saved, (mean if training else None), (var if training else None))
 
 
 def batch_norm_backward_generic(g, saved, needs):
-    xhat, invstd, gamma, training = saved
+    xhat, invstd, gamma, training = saved.xhat, saved.invstd, saved.gamma, saved.training
     xp = namespace(g)
     axes = (0,) + tuple(range(2, g.ndim))
     shape = _channel_shape(g.ndim, g.shape[1])
@@ -63,7 +82,7 @@ def batch_norm_backward_generic(g, saved, needs):
             dx = xp.reshape(scale / m, shape) * (m * g - xp.reshape(sum_g, shape) - xhat * xp.reshape(sum_gx, shape))
         else:
             dx = g * xp.reshape(scale, shape)
-    return dx, (sum_gx if needs[1] else None), (sum_g if needs[2] else None)
+    return BatchNormGrads(dx, (sum_gx if needs[1] else None), (sum_g if needs[2] else None))
 
 
 class BatchNormFunction(Function):
@@ -76,37 +95,42 @@ class BatchNormFunction(Function):
         dL/dx = (1/m) * gamma/sigma * (m*g - sum(g) - x_hat * sum(g * x_hat))
         dL/dgamma = sum(g * x_hat)        dL/dbeta = sum(g)
     Backward (eval): dL/dx = g * gamma / sigma, same dL/dgamma and dL/dbeta.
+
+    Outputs: y in eval mode; (y, batch_mean, batch_var) in training mode, the biased batch statistics
+    per channel, for the running averages (``batch_norm``). The statistics are not differentiated
+    through (as PyTorch's running-statistics update): backward ignores gradients that reach them and
+    jvp gives them no tangent.
     """
 
     forward_kernel = kernels.BATCH_NORM_FORWARD
     backward_kernel = kernels.BATCH_NORM_BACKWARD
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, mean=None, var=None, training=True, eps=1e-5, stats=None):
+    def forward(ctx, x, gamma, beta, mean=None, var=None, training=True, eps=1e-5):
         fast = backend_of(x).kernel(BatchNormFunction.forward_kernel)
         run = fast if fast is not None else batch_norm_forward_generic
         y, ctx.saved, batch_mean, batch_var = run(x, gamma, beta, mean, var, training, eps)
         ctx.affine = (gamma is not None, beta is not None)
         if forward_mode_active():  # the jvp rule needs the inputs; otherwise do not keep them alive
             ctx.inputs = (x, gamma, mean, var, training, eps)
-        if stats is not None and training:
-            stats.append((batch_mean, batch_var))
-        return y
+        return (y, batch_mean, batch_var) if training else y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g, *statistics_grads):
         needs = tuple(ctx.needs_input_grad) + (False,) * 3
         needs = (needs[0], needs[1] and ctx.affine[0], needs[2] and ctx.affine[1])
         fast = backend_of(g).kernel(BatchNormFunction.backward_kernel)
         saved, ctx.saved = ctx.saved, None
-        return (fast or batch_norm_backward_generic)(g, saved, needs)
+        dx, dgamma, dbeta = (fast or batch_norm_backward_generic)(g, saved, needs)
+        return dx, dgamma, dbeta
 
     @staticmethod
     def jvp(ctx, tx, tgamma, tbeta):
         # training: d x_hat = (t_c - x_hat mean(x_hat t_c)) / sigma with t_c = t - mean(t); eval: t / sigma
         x, gamma, mean, var, training, eps = ctx.inputs
         xp = namespace(x)
-        _, (xhat, invstd, _, _), _, _ = batch_norm_forward_generic(x, None, None, mean, var, training, eps)
+        saved = batch_norm_forward_generic(x, None, None, mean, var, training, eps).saved
+        xhat, invstd = saved.xhat, saved.invstd
         axes = (0,) + tuple(range(2, x.ndim))
         shape = _channel_shape(x.ndim, x.shape[1])
         out = None
@@ -123,7 +147,7 @@ class BatchNormFunction(Function):
                 out = term if out is None else out + term
         if out is not None and tuple(out.shape) != tuple(x.shape):
             out = xp.broadcast_to(out, x.shape)
-        return out
+        return (out, None, None) if training else out
 
 
 def _update_in_place(buffer, value):
@@ -167,15 +191,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          f"{shape_text(xa.shape)}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError(f"{where}: eval mode (training=False) needs running_mean and running_var")
-    stats = [] if training and running_mean is not None else None
     # under autocast the Function runs in float32 (see xpnet.amp); the statistics must match it
     compute_dtype = namespace(xa).float32 if is_autocast_enabled() else xa.dtype
     mean = None if training else _stat_array(running_mean, compute_dtype)
     var = None if training else _stat_array(running_var, compute_dtype)
-    y = BatchNormFunction.apply(input, weight, bias, mean=mean, var=var, training=bool(training), eps=float(eps),
-                                stats=stats)
-    if stats:
-        batch_mean, batch_var = stats[0]
+    out = BatchNormFunction.apply(input, weight, bias, mean=mean, var=var, training=bool(training), eps=float(eps))
+    if not training:
+        return out
+    y, batch_mean, batch_var = out  # training: the Function also returns the biased batch statistics
+    if running_mean is not None:
+        batch_mean, batch_var = raw(batch_mean), raw(batch_var)
         unbiased = batch_var * (m / (m - 1))
         _update_in_place(running_mean, (1.0 - momentum) * raw(running_mean) + momentum * batch_mean)
         if running_var is not None:
@@ -203,20 +228,34 @@ def negative_power(xp, d, beta: float):
     return d ** (-beta)
 
 
+class GenericLocalResponseNormSaved(NamedTuple):
+    """What the generic LRN forward keeps for its backward."""
+
+    x: Any
+    scale: Any  # D^(-beta)
+    scale_over_d: Any  # D^(-beta-1)
+    size: int
+    alpha: float
+    beta: float
+    lo: int  # channels before c in its window: size // 2
+    hi: int  # channels after c: (size - 1) // 2
+
+
 def lrn_forward_generic(x, size, alpha, beta, k):
-    """(y, saved) with saved = (x, D^(-beta), D^(-beta-1), config); see LocalResponseNormFunction."""
+    """LocalResponseNormForward(y, GenericLocalResponseNormSaved); see LocalResponseNormFunction."""
     xp = namespace(x)
     lo, hi = size // 2, (size - 1) // 2
     d = k + (alpha / size) * _channel_window_sum(xp, x * x, lo, hi)
     scale = negative_power(xp, d, beta)
-    return x * scale, (x, scale, scale / d, (size, alpha, beta, lo, hi))
+    return LocalResponseNormForward(x * scale,
+                                    GenericLocalResponseNormSaved(x, scale, scale / d, size, alpha, beta, lo, hi))
 
 
 def lrn_backward_generic(g, saved):
-    x, scale, scale_over_d, (size, alpha, beta, lo, hi) = saved
+    x, size, alpha, beta = saved.x, saved.size, saved.alpha, saved.beta
     xp = namespace(g)
-    back = _channel_window_sum(xp, g * x * scale_over_d, hi, lo)
-    return g * scale - (2.0 * alpha * beta / size) * x * back
+    back = _channel_window_sum(xp, g * x * saved.scale_over_d, saved.hi, saved.lo)
+    return g * saved.scale - (2.0 * alpha * beta / size) * x * back
 
 
 class LocalResponseNormFunction(Function):
@@ -227,7 +266,7 @@ class LocalResponseNormFunction(Function):
     Backward, with g = dL/dy and u_c = g_c x_c D_c^(-beta-1):
         dL/dx_j = g_j D_j^(-beta) - (2 alpha beta / n) x_j sum_{c = j-hi}^{j+lo} u_c
 
-    Fast kernels (``local_response_norm_forward(x, size, alpha, beta, k) -> (y, saved)``,
+    Fast kernels (``local_response_norm_forward(x, size, alpha, beta, k) -> LocalResponseNormForward``,
     ``local_response_norm_backward(g, saved) -> dx``) may replace the generic code per backend.
     """
 
@@ -252,9 +291,9 @@ class LocalResponseNormFunction(Function):
     def jvp(ctx, tx):
         # dy = t D^(-beta) - (2 alpha beta / n) x D^(-beta-1) sum_{c' near c} x_{c'} t_{c'}
         x, size, alpha, beta, k = ctx.inputs
-        _, (_, scale, scale_over_d, (_, _, _, lo, hi)) = lrn_forward_generic(x, size, alpha, beta, k)
-        near = _channel_window_sum(namespace(tx), x * tx, lo, hi)
-        return tx * scale - (2.0 * alpha * beta / size) * x * scale_over_d * near
+        saved = lrn_forward_generic(x, size, alpha, beta, k).saved
+        near = _channel_window_sum(namespace(tx), x * tx, saved.lo, saved.hi)
+        return tx * saved.scale - (2.0 * alpha * beta / size) * x * saved.scale_over_d * near
 
 
 def _channel_window_sum(xp, a, before: int, after: int):

@@ -3,22 +3,30 @@
 Generic Array-API code (one strided slice per kernel offset, never a loop over output pixels);
 a backend may register faster kernels with the same contract, tested equal to these:
 
-    max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw) -> (y, saved)
+    max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw) -> PoolForward(y, saved)
     max_pool2d_backward(g, saved) -> dx
-    avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override) -> (y, saved)
+    avg_pool2d_forward(x, kernel, stride, padding, out_hw, count_include_pad, divisor_override)
+        -> PoolForward(y, saved)
     avg_pool2d_backward(g, saved) -> dx
+
+``out_hw`` is computed once (``pool_geometry``) and passed on; ``saved`` is what one implementation's
+forward keeps for its own backward (``GenericMaxPoolSaved`` / ``GenericAvgPoolSaved`` here).
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from ...autodiff.function import Function, forward_mode_active
 from ...backends import backend_of, kernels
+from ...backends.kernels import PoolForward
 from ._arrays import as_input, namespace, raw, require_float, shape_text
 from .conv import conv2d_output_size, normalize_pair
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "MaxPool2dFunction", "AvgPool2dFunction",
            "AdaptiveAvgPool2dFunction", "max_pool2d_forward_generic", "max_pool2d_backward_generic",
-           "avg_pool2d_forward_generic", "avg_pool2d_backward_generic", "adaptive_pool_matrix"]
+           "avg_pool2d_forward_generic", "avg_pool2d_backward_generic", "adaptive_pool_matrix", "GenericMaxPoolSaved",
+           "GenericAvgPoolSaved"]
 
 
 def _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation):
@@ -44,6 +52,31 @@ def _offsets(kernel, stride, dilation, out_hw):
             for i in range(kernel[0]) for j in range(kernel[1])]
 
 
+class GenericMaxPoolSaved(NamedTuple):
+    """What the generic max-pooling forward keeps for its backward."""
+
+    arg: Any  # (N, C, OH, OW) int32: the kernel offset k = i*kW + j of each window's maximum
+    input_shape: tuple  # (N, C, H, W)
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    out_hw: tuple
+    padded_hw: tuple  # the framed extent every window fits in
+
+
+class GenericAvgPoolSaved(NamedTuple):
+    """What the generic average-pooling forward keeps for its backward."""
+
+    scale: Any  # 1/divisor per window, (OH, OW), or a 0-d array with divisor_override
+    input_shape: tuple  # (N, C, H, W)
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    out_hw: tuple
+    padded_hw: tuple
+
+
 def max_pool2d_forward_generic(x, kernel, stride, padding, dilation, out_hw):
     xp = namespace(x)
     n, c, h, w = x.shape
@@ -67,16 +100,16 @@ def max_pool2d_forward_generic(x, kernel, stride, padding, dilation, out_hw):
         y = xp.where(better, v, y)
         arg = xp.where(better, xp.asarray(k, dtype=xp.int32, device=dev), arg)
         real = real | inside
-    return y, (arg, x.shape, kernel, stride, padding, dilation, out_hw, shape_hw)
+    return PoolForward(y, GenericMaxPoolSaved(arg, x.shape, kernel, stride, padding, dilation, out_hw, shape_hw))
 
 
 def max_pool2d_backward_generic(g, saved):
-    arg, (n, c, h, w), kernel, stride, padding, dilation, out_hw, shape_hw = saved
+    arg, (n, c, h, w) = saved.arg, saved.input_shape
     xp = namespace(g)
-    dx = xp.zeros((n, c) + tuple(shape_hw), dtype=g.dtype, device=g.device)
-    for k, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_hw)):
+    dx = xp.zeros((n, c) + tuple(saved.padded_hw), dtype=g.dtype, device=g.device)
+    for k, (rows, cols) in enumerate(_offsets(saved.kernel, saved.stride, saved.dilation, saved.out_hw)):
         dx[:, :, rows, cols] = dx[:, :, rows, cols] + xp.where(arg == k, g, 0.0)
-    pt, pl = padding[0][0], padding[1][0]
+    pt, pl = saved.padding[0][0], saved.padding[1][0]
     return dx[:, :, pt:pt + h, pl:pl + w]
 
 
@@ -110,17 +143,17 @@ def avg_pool2d_forward_generic(x, kernel, stride, padding, out_hw, count_include
         v = xpad[:, :, rows, cols]
         total = v if total is None else total + v
     scale = _avg_scale(xp, x, h, w, kernel, stride, padding, out_hw, count_include_pad, divisor_override)
-    return total * scale, (scale, x.shape, kernel, stride, padding, out_hw, shape_hw)
+    return PoolForward(total * scale, GenericAvgPoolSaved(scale, x.shape, kernel, stride, padding, out_hw, shape_hw))
 
 
 def avg_pool2d_backward_generic(g, saved):
-    scale, (n, c, h, w), kernel, stride, padding, out_hw, shape_hw = saved
+    n, c, h, w = saved.input_shape
     xp = namespace(g)
-    gs = g * scale
-    dx = xp.zeros((n, c) + tuple(shape_hw), dtype=g.dtype, device=g.device)
-    for rows, cols in _offsets(kernel, stride, (1, 1), out_hw):
+    gs = g * saved.scale
+    dx = xp.zeros((n, c) + tuple(saved.padded_hw), dtype=g.dtype, device=g.device)
+    for rows, cols in _offsets(saved.kernel, saved.stride, (1, 1), saved.out_hw):
         dx[:, :, rows, cols] = dx[:, :, rows, cols] + gs
-    pt, pl = padding[0][0], padding[1][0]
+    pt, pl = saved.padding[0][0], saved.padding[1][0]
     return dx[:, :, pt:pt + h, pl:pl + w]
 
 
@@ -164,11 +197,11 @@ class MaxPool2dFunction(Function):
         xp = namespace(tx)
         tx, _ = _unbatch_in(tx)
         kernel, stride, padding, dilation, out_hw = ctx.config
-        _, (arg, _, _, _, _, _, _, shape_hw) = max_pool2d_forward_generic(ctx.x, *ctx.config)
-        tpad = _framed(xp, tx, shape_hw, padding[0][0], padding[1][0], 0.0)
-        out = xp.zeros(arg.shape, dtype=tx.dtype, device=tx.device)
+        saved = max_pool2d_forward_generic(ctx.x, *ctx.config).saved
+        tpad = _framed(xp, tx, saved.padded_hw, padding[0][0], padding[1][0], 0.0)
+        out = xp.zeros(saved.arg.shape, dtype=tx.dtype, device=tx.device)
         for k, (rows, cols) in enumerate(_offsets(kernel, stride, dilation, out_hw)):
-            out = xp.where(arg == k, tpad[:, :, rows, cols], out)
+            out = xp.where(saved.arg == k, tpad[:, :, rows, cols], out)
         return out[0, ...] if ctx.unbatched else out
 
 
@@ -207,7 +240,7 @@ class AvgPool2dFunction(Function):
         # average pooling is linear: the tangent goes through the same pooling
         x, _ = _unbatch_in(tx)
         fast = backend_of(x).kernel(AvgPool2dFunction.forward_kernel)
-        y, _ = (fast or avg_pool2d_forward_generic)(x, *ctx.config)
+        y = (fast or avg_pool2d_forward_generic)(x, *ctx.config).y
         return y[0, ...] if ctx.unbatched else y
 
 

@@ -1,15 +1,23 @@
 """Compiled kernels for the NumPy backend, built on first use with the machine's C compiler.
 
-The C sources in ``csrc/`` are compiled once per machine (``cc -O3 -march=native``, the result
-cached under ``$XPNET_CACHE_DIR`` or ``~/.cache/xpnet``, named by a hash of the source, compiler,
-flags and CPU) and loaded with ctypes, which releases the GIL during each call, so the NumPy
-kernels' worker threads run them in parallel. Everything here is optional: with no compiler or a
-failed build ``library()`` returns None, as with ``XPNET_NATIVE=0`` (read at every call), and the
-NumPy kernels take their pure-NumPy paths, which the tests hold the compiled ones equal to; so do
-dtypes a kernel does not cover (the few-channel convolutions are float32 only, the others take
-float32 and float64).
+The C sources in ``csrc/`` (one per subject, beside the Python module that calls it) are compiled
+once per machine (``cc -O3 -march=native``, the result cached under ``$XPNET_CACHE_DIR`` or
+``~/.cache/xpnet``, named by a hash of the sources, header, compiler, flags and CPU) and loaded with
+ctypes, which releases the GIL during each call, so the NumPy kernels' worker threads run them in
+parallel. Everything here is optional: with no compiler or a failed build ``library()`` returns
+None, as with ``XPNET_NATIVE=0`` (read at every call), and the NumPy kernels take their pure-NumPy
+paths, which the tests hold the compiled ones equal to (the SGD step has none: the optimizer's
+generic rule runs instead); so do dtypes a kernel does not cover (the few-channel convolutions are
+float32 only, the others take float32 and float64).
 
 ``status()`` says which it is (``python -m xpnet info`` prints it).
+
+Signatures: every exported function is declared once, in ``csrc/xpnet_kernels.h``. Each source includes
+it and is compiled with ``-Werror=missing-prototypes``, so a definition that differs from its
+declaration, or an exported function declared nowhere, fails the build; the loader sets each
+function's ctypes argument types from the same header (header.py) and hands out only the declared
+functions (``Library``). A header the parser cannot read, a declared function missing from the
+library, or a build that fails on the declarations leaves the NumPy kernels with one warning.
 
 The cache is trusted only as far as it can be checked: the build records the library's SHA-256 in
 ``<library>.sha256`` beside it, and a library is loaded only from a directory this user owns that
@@ -35,9 +43,29 @@ import tempfile
 import threading
 import warnings
 
-# each source with its own floating-point contraction: the convolution loops want fused multiply-adds,
-# the elementwise kernels must round each operation as the NumPy code they replace does
-SOURCES = {"conv_wide.c": "-ffp-contract=fast", "elementwise.c": "-ffp-contract=off"}
+import numpy as np
+
+from . import header
+
+# each source with its own floating-point contraction: the convolution loops want fused multiply-adds;
+# the others must round each operation as the NumPy code they replace (or the generic rule) does
+SOURCES = {
+    "conv.c": "-ffp-contract=fast",
+    "winograd.c": "-ffp-contract=off",
+    "pool.c": "-ffp-contract=off",
+    "norm.c": "-ffp-contract=off",
+    "activation.c": "-ffp-contract=off",
+    "optim.c": "-ffp-contract=off",
+}
+CSRC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+
+# the dtypes the compiled kernels come in (``kernel`` picks the _f32 or _f64 function)
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# what a compiler says when a definition differs from its declaration in the header, or when an
+# exported function has none: the C sources and the header disagree (worth a warning, unlike a
+# machine without a working compiler)
+_MISMATCH_MARKERS = ("conflicting types", "missing-prototypes", header.HEADER_NAME)
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
@@ -75,16 +103,16 @@ def _cpu_signature() -> str:
 
 
 def _source_text() -> bytes:
-    here = os.path.join(os.path.dirname(__file__), "csrc")
     parts = []
-    for name, flags in SOURCES.items():
-        with open(os.path.join(here, name), "rb") as src:
-            parts.append(src.read() + flags.encode())
+    for name, flags in list(SOURCES.items()) + [(header.HEADER_NAME, "")]:
+        with open(os.path.join(CSRC_DIR, name), "rb") as src:
+            parts.append(name.encode() + b"\0" + src.read() + flags.encode())
     return b"".join(parts)
 
 
 def _flag_sets():
-    common = ["-O3", "-fPIC", "-std=c99"]
+    # -Werror=missing-prototypes: every exported function must be declared in the header
+    common = ["-O3", "-fPIC", "-std=c99", "-Werror=missing-prototypes"]
     return [common + ["-march=native"], common]
 
 
@@ -93,7 +121,7 @@ def _build(cc: str, flags, target: str) -> str | None:
     then renamed: another process never sees a half-written library) and record its SHA-256 beside
     it (``_record_path``, also written under a temporary name, and before the library, so that a
     reader never finds a new library with no record). Returns None or the compiler's complaint."""
-    here = os.path.join(os.path.dirname(__file__), "csrc")
+    here = CSRC_DIR
     try:
         work_dir = tempfile.TemporaryDirectory(dir=os.path.dirname(target))
     except OSError as exc:  # a cache directory we may not write: say so, keep the NumPy paths
@@ -215,43 +243,60 @@ def _load_bytes(data: bytes, directory: str):
 
 
 def _run(cmd) -> str | None:
+    """None, or the compiler's complaint: its first error lines (the cause; notes follow them)."""
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
-        return (done.stderr or done.stdout).strip()[-400:] or f"{cmd[0]} exited {done.returncode}"
+        said = (done.stderr or done.stdout).strip()
+        errors = [line.strip() for line in said.splitlines() if "error" in line]
+        return ("; ".join(errors[:3]) or said)[-400:] or f"{cmd[0]} exited {done.returncode}"
     return None
 
 
-def _declare(lib):
-    ptr, ssz, cint = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
-    lib.xp_conv_wide.argtypes = [ptr, ssz, ptr, cint, ptr, cint, ptr, ssz, cint, cint, cint, cint, ptr,
-                                 ptr, ssz, ssz, cint]
-    lib.xp_conv_wide_dw.argtypes = [ptr, ssz, ptr, cint, ptr, ssz, ssz, cint, ssz, cint, cint, ptr]
-    lib.xp_frame.argtypes = [ptr, ssz, ssz, ssz, ssz, cint, cint, cint, cint, ptr, ssz, ssz, cint, ssz, cint,
-                             cint, ptr]
-    kernels = [lib.xp_conv_wide, lib.xp_conv_wide_dw, lib.xp_frame]
-    for suffix in ("f32", "f64"):
-        fwd, bwd = getattr(lib, f"xp_relu_fwd_{suffix}"), getattr(lib, f"xp_relu_bwd_{suffix}")
-        fwd.argtypes = [ptr, ptr, ssz]
-        bwd.argtypes = [ptr, ptr, ptr, ssz]
-        pool_fwd, pool_bwd = getattr(lib, f"xp_max_pool_fwd_{suffix}"), getattr(lib, f"xp_max_pool_bwd_{suffix}")
-        pool_fwd.argtypes = [ptr, ptr, cint, cint, cint, cint, ptr, ptr, ptr] + [cint] * 10
-        pool_bwd.argtypes = [ptr, ptr, ptr, ptr, cint, cint, cint, cint, ptr, ptr] + [cint] * 9
-        sgd = getattr(lib, f"xp_sgd_{suffix}")
-        real = ctypes.c_float if suffix == "f32" else ctypes.c_double
-        sgd.argtypes = [ptr, ptr, ptr, ssz, real, cint, real, cint, real, real, cint, cint]
-        wino_in, wino_out = getattr(lib, f"xp_wino_in_{suffix}"), getattr(lib, f"xp_wino_out_{suffix}")
-        wino_in.argtypes = [ptr, ssz, cint, cint, cint, cint, cint, ptr, ssz, ssz]
-        wino_out.argtypes = [ptr, ssz, ssz, cint, cint, cint, cint, ptr, ptr, ssz, cint, cint]
-        bn = [getattr(lib, f"xp_bn_{name}_{suffix}") for name in ("moments", "affine", "grad_sums", "grad")]
-        bn[0].argtypes = [ptr, ssz, cint, ptr, ptr, ptr]
-        bn[1].argtypes = [ptr, ssz, cint, ptr, ptr, ptr]
-        bn[2].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr]
-        bn[3].argtypes = [ptr, ptr, ssz, cint, ptr, ptr, ptr, ptr, ptr]
-        wino_grad = getattr(lib, f"xp_wino_grad_{suffix}")
-        wino_grad.argtypes = [ptr, ssz, cint, cint, cint, cint, cint, cint, ptr, ssz, ssz]
-        kernels += [fwd, bwd, pool_fwd, pool_bwd, sgd, wino_in, wino_out, wino_grad, *bn]
-    for fn in kernels:
-        fn.restype = None
+def _mismatch(problem: str) -> bool:
+    return any(marker in problem for marker in _MISMATCH_MARKERS)
+
+
+class DeclarationError(LookupError):
+    """A function declared in the header is not in the library built from the sources."""
+
+
+class Library:
+    """The loaded kernels: each function declared in ``csrc/xpnet_kernels.h`` with the ctypes
+    signature read from there (``lib.xp_frame(...)``), and nothing else: a name the header does not
+    declare is an AttributeError, never a call with unchecked arguments."""
+
+    def __init__(self, cdll, prototypes: dict):
+        self._cdll = cdll  # the functions below live as long as it does
+        functions = {}
+        for proto in prototypes.values():
+            try:
+                fn = getattr(cdll, proto.name)
+            except AttributeError:
+                raise DeclarationError(f"{proto.name} is declared in {header.HEADER_NAME} but the library "
+                                       f"built from the C sources does not define it") from None
+            fn.argtypes = list(proto.argtypes)
+            fn.restype = proto.restype
+            functions[proto.name] = fn
+        self._functions = functions
+
+    def __getattr__(self, name):
+        functions = self.__dict__.get("_functions", {})
+        if name in functions:
+            return functions[name]
+        raise AttributeError(f"compiled kernels: {name} is not declared in {header.HEADER_NAME}")
+
+    def names(self):
+        return list(self._functions)
+
+
+def kernel(lib, name: str, dtype):
+    """The float32 (``name``_f32) or float64 (``name``_f64) version of a compiled kernel."""
+    return getattr(lib, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
+
+
+def ptr(a) -> int:
+    """The address of an array's first element, as the compiled kernels take it."""
+    return a.ctypes.data
 
 
 def _load():
@@ -263,8 +308,12 @@ def _load():
         return None, "no C compiler found (set CC)", None
     try:
         source = _source_text()
+        prototypes = header.read(CSRC_DIR)
     except OSError as exc:
         return None, f"C sources missing: {exc}", None
+    except header.HeaderError as exc:
+        why = f"the compiled kernels' header cannot be read: {exc}"
+        return None, "compiled kernels unavailable: " + why, f"xpnet: {why}; using the NumPy kernels"
     cache = _cache_dir()
     problem, refusal = _prepare_cache_dir(cache)
     if problem is not None:
@@ -272,7 +321,7 @@ def _load():
     if refusal is not None:
         why = f"not loading compiled kernels from {cache}: {refusal}"
         return None, why, f"xpnet: {why}; using the NumPy kernels"
-    reasons, refused = [], []
+    reasons, refused, mismatched = [], [], []
     for flags in _flag_sets():
         built = False
         key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(flags).encode(),
@@ -285,6 +334,8 @@ def _load():
             problem = _build(cc, flags, target)
             if problem is not None:
                 reasons.append(problem)
+                if _mismatch(problem):
+                    mismatched.append(problem)
                 continue
             built = True
             data, why = _verified_bytes(target)
@@ -292,10 +343,13 @@ def _load():
                 reasons.append(f"{target}: {why} after rebuilding it")
                 continue
         try:
-            lib = _load_bytes(data, cache)
-            _declare(lib)
-        except (OSError, AttributeError) as exc:
+            lib = Library(_load_bytes(data, cache), prototypes)
+        except OSError as exc:
             reasons.append(str(exc))
+            continue
+        except DeclarationError as exc:
+            reasons.append(str(exc))
+            mismatched.append(str(exc))
             continue
         arch = "-march=native" if "-march=native" in flags else "generic"
         text = f"compiled kernels loaded ({os.path.basename(cc)}, {arch}, {target})"
@@ -305,7 +359,10 @@ def _load():
             return lib, text, "xpnet: " + "; ".join(refused) + "; " + instead
         return lib, text, None
     text = "compiled kernels unavailable: " + "; ".join(refused + ["; ".join(reasons)[-300:]])
-    warning = ("xpnet: " + "; ".join(refused) + "; using the NumPy kernels") if refused else None
+    notes = list(refused)
+    if mismatched:  # the sources and the header disagree: a mistake to report, not a machine to live with
+        notes.append(f"the C sources do not match their declarations in {header.HEADER_NAME} ({mismatched[0][-300:]})")
+    warning = ("xpnet: " + "; ".join(notes) + "; using the NumPy kernels") if notes else None
     return None, text, warning
 
 

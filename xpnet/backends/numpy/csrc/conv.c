@@ -1,6 +1,6 @@
 /* Direct few-channel convolution on "wide rows" (float32), the compiled fast path of the NumPy
- * backend's few-channel convolutions (see xpnet/backends/native.py and numpy_kernels._WideConv;
- * the NumPy version is numpy_kernels._PlanarConv).
+ * backend's few-channel convolutions (see xpnet/backends/numpy/planar.py: WideConv; the NumPy
+ * version is PlanarConv there), compiled with floating-point contraction (fused multiply-adds).
  *
  * Geometry. Each image's channels are planes of row width Wp (the padded input width) laid out one
  * after another; a stride-1 convolution's output is computed Wp wide per row, so output position
@@ -12,7 +12,7 @@
  *     dW[o, t]  += sum_n sum_p G[n, o, p] x[n, p + tap[t]]                  (xp_conv_wide_dw)
  *
  * (G zero on the positions that are not true outputs). The input gradient is the first form again,
- * over the zero-framed G with the flipped, transposed kernel (see numpy_kernels._WideConv).
+ * over the zero-framed G with the flipped, transposed kernel (see planar.py: WideConv).
  *
  * Both loops keep blocks of accumulators in vector registers (GCC/Clang vector extensions: AVX2 with
  * -march=native on x86-64, NEON on arm64): the forward loop 4 output channels x 16 positions, the
@@ -23,6 +23,8 @@
  */
 #include <stddef.h>
 #include <string.h>
+
+#include "xpnet_kernels.h"
 
 typedef float v8 __attribute__((vector_size(32)));
 
