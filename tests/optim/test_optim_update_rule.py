@@ -12,7 +12,6 @@ the generic rule stand in for it.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

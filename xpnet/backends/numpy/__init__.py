@@ -18,7 +18,7 @@ kernels.CONV2D_FORWARD)`` ...) when this package imports them, once:
     header.py      the ctypes signatures, read from that header
 
 Each kernel has the contract of the generic Array-API code (in ``xpnet/nn/functional`` and
-``xpnet/optim``) and is tested equal to it (tests/backends/test_kernels.py and the optimizer tests).
+``xpnet/optim``) and is tested equal to it (tests/backends/test_backends_*.py and the optimizer tests).
 """
 
 from __future__ import annotations

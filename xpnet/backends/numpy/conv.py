@@ -1,7 +1,7 @@
 """Convolution fast paths of the NumPy backend (``conv2d_forward``, ``conv2d_backward``).
 
 Each has the contract of the generic code in ``xpnet/nn/functional/conv.py`` and is tested equal to
-it (tests/backends/test_kernels.py). Which way a convolution runs:
+it (tests/backends/test_backends_conv.py). Which way a convolution runs:
 
 * few channels, stride 1, one group: on channel-major planes, compiled for float32 (planar.py);
 * 3x3, stride 1, both channel counts and the output large enough: Winograd F(2x2, 3x3) (winograd.py);

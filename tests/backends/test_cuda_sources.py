@@ -1,7 +1,8 @@
 """The CuPy kernels' CUDA sources, checked on the CPU: every ``.cu`` file of ``xpnet/backends/cupy``
 is compiled by g++ as C++ (one thread, one block: each grid-stride loop then covers every element),
 and the kernels' host code runs on NumPy arrays through a stand-in ``cupy`` module. The results must
-equal the generic Array-API code, as tests/backends/test_kernels_gpu.py checks on a real GPU.
+equal the generic Array-API code, as the case tables of tests/backends/test_backends_{conv,pool,norm}.py
+check on a real GPU (their ``cupy`` implementation).
 
 NumPy-only by nature (it emulates CuPy on the host), so it does not take the ``backend`` fixture.
 """
