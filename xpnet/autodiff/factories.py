@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backends import backend_name_of, get_backend, get_default_dtype, resolve_dtype
+from ..backends import backend_name_of, get_backend, get_default_dtype, resolve_dtype, unwrap
 from ..backends import transfer as _transfer
 from .tensor import Tensor
 
@@ -91,7 +91,7 @@ def randint(low, high, size, device=None, backend=None) -> Tensor:
 
 
 def _like(fill, t, dtype, requires_grad):
-    data = t.data if isinstance(t, Tensor) else t
+    data = unwrap(t)
     b = get_backend(backend_name_of(data), data.device if backend_name_of(data) != "numpy" else None)
     native = data.dtype if dtype is None else resolve_dtype(b.xp, dtype)
     return Tensor(b.xp.full(tuple(data.shape), fill, dtype=native, device=b.device), requires_grad=requires_grad)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends import backend_of, backend_name_of, is_float_dtype, to_numpy
+from ..backends import backend_name_of, backend_of, is_float_dtype, to_numpy
+from ..backends import unwrap as _raw
 from . import function as _function
 from .tensor import Tensor
 
@@ -27,10 +28,6 @@ def _as_tuple(values):
     if isinstance(values, (tuple, list)):
         return tuple(values), False
     return (values,), True
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def _is_float_input(x):

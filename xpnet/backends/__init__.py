@@ -146,28 +146,34 @@ def manual_seed(seed: int) -> None:
             backend.rng.seed(_derived_seed(key))
 
 
+_ARRAY_TYPES: dict = {}  # type -> backend name or None: one module-name test per array type, ever
+
+
+def _name_of_type(kind) -> str | None:
+    module = kind.__module__ or ""
+    for prefix, name in (("numpy", "numpy"), ("array_api_strict", "array_api_strict"), ("cupy", "cupy"),
+                         ("torch", "torch")):
+        if module.startswith(prefix) and hasattr(kind, "shape"):
+            return name
+    return None
+
+
 def backend_name_of(array) -> str | None:
     """'numpy', 'cupy', 'array_api_strict' or 'torch' for a raw array; None for anything else
-    (a Tensor, a CuPy ``MemoryPointer``, a Python scalar)."""
-    module = type(array).__module__
-    if not hasattr(array, "shape"):
-        return None
-    if module.startswith("numpy"):
-        return "numpy"
-    if module.startswith("array_api_strict"):
-        return "array_api_strict"
-    if module.startswith("cupy"):
-        return "cupy"
-    if module.startswith("torch"):
-        return "torch"
-    return None
+    (a Tensor, a CuPy ``MemoryPointer``, a Python scalar). Decided once per type, then a dict lookup."""
+    kind = type(array)
+    try:
+        return _ARRAY_TYPES[kind]
+    except KeyError:
+        name = _ARRAY_TYPES[kind] = _name_of_type(kind)
+        return name
 
 
 def unwrap(x):
     """The raw array behind ``x``: arrays pass unchanged, an xpnet Tensor gives its ``.data``.
 
     (``getattr(x, "data", x)`` is wrong for a raw array: a CuPy array's ``.data`` is its memory
-    pointer.)"""
+    pointer.) Two dict lookups by type in the common cases."""
     if backend_name_of(x) is not None:
         return x
     data = getattr(x, "data", None)

@@ -26,6 +26,7 @@ from ..backends import (
     register_transfer,
     to_device,
 )
+from ..backends import unwrap as _raw
 from ..backends.dtypes import DType
 from .parameter import Parameter
 
@@ -66,10 +67,6 @@ class RemovableHandle:
 
 def _is_array(value) -> bool:
     return backend_name_of(value) is not None
-
-
-def _raw(value):
-    return value.data if isinstance(value, Tensor) else value
 
 
 def _shape_text(shape) -> str:

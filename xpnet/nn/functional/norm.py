@@ -25,8 +25,7 @@ import math
 from typing import Any, NamedTuple
 
 from ...autodiff.function import Function, forward_mode_active, is_autocast_enabled
-from ...autodiff.tensor import Tensor
-from ...backends import backend_of, dtype_name, kernels
+from ...backends import backend_of, dtype_name, kernels, unwrap
 from ...backends.kernels import BatchNormForward, BatchNormGrads, LocalResponseNormForward
 from ._arrays import as_input, namespace, raw, require_float, shape_text
 
@@ -153,7 +152,7 @@ class BatchNormFunction(Function):
 def _update_in_place(buffer, value):
     """Write ``value`` into a running-statistics buffer (a Tensor or a raw array) in place, as PyTorch
     does, so views of it (``state_dict()``) see the new values."""
-    data = buffer.data if isinstance(buffer, Tensor) else buffer
+    data = unwrap(buffer)
     if data.dtype != value.dtype:
         value = namespace(value).astype(value, data.dtype)
     data[...] = value
