@@ -62,9 +62,10 @@ def info_text() -> str:
     ]
     lines += _cuda_lines()
     lines += _blas_lines()
-    from .backends.numpy import native
+    from .backends.numpy import allocator, native
 
     lines.append(f"NumPy compiled kernels: {native.status()}")
+    lines.append(f"C allocator: {allocator.status()}")
     lines.append("backends:")
     for name, reason in available_backends().items():
         lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")

@@ -4,6 +4,7 @@ The Backend itself is below; the kernel modules register their fast paths (``reg
 kernels.CONV2D_FORWARD)`` ...) when this package imports them, once:
 
     runtime.py     worker threads, BLAS thread pinning, per-thread workspaces
+    allocator.py   glibc's malloc thresholds, fixed so that each step reuses the last one's pages
     layout.py      NCHW views of NHWC memory, zero frames, memory order
     conv.py        conv2d_forward / conv2d_backward: which way a convolution runs, the NHWC path
     im2col.py      im2col + GEMM, the stride-1 and col2im input gradients
@@ -56,3 +57,6 @@ def owns(array) -> bool:
 
 
 from . import activation, conv, linalg, norm, optim, pool  # noqa: E402,F401  -- register the fast paths
+from .allocator import tune as _tune_allocator  # noqa: E402
+
+_tune_allocator()  # once, at import: see allocator.py
