@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Benchmark xpnet against PyTorch in one process: ``python scripts/bench.py [--workloads mlp,lenet5]``.
+"""Benchmark xpnet against PyTorch in one process: ``python scripts/bench.py [--workloads mlp,lenet5]``;
+``python scripts/bench.py --small`` for the small-model set in microseconds per step (also
+``xpnet bench --small``).
 
 On a GPU: ``XPNET_BACKEND=cupy python scripts/bench.py``. See ``xpnet/bench.py`` for the method.
 """

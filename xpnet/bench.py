@@ -9,6 +9,11 @@ make a round last ``--min-round`` seconds, so that each figure is a steady-state
 memory (on CPU the resident-set high-water of a child process that runs only that framework's
 workload; on GPU the CuPy pool high-water against torch.cuda.max_memory_allocated). JSON goes to
 ``--json``.
+
+``--small`` runs the small-model set instead (three MLPs on 64 features, LeNet-5 at batch 16, a
+two-convolution net on 16x16x3), where per-step overhead rather than arithmetic decides: it prints
+microseconds per step of each and the speed ratio torch us / xpnet us (> 1: xpnet faster), with
+shorter rounds (``--min-round`` 0.25 s, 9 of them) so that the set takes a minute or two on two cores.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import subprocess
 import sys
 import time
 
-# name -> (layer spec, input shape (C, H, W), batch size, GPU-only)
+# name -> (layer spec, input shape (C, H, W) or (features,), batch size, GPU-only)
 # spec items: ("conv", out, k, pad) ("bn",) ("relu",) ("pool", k) ("flatten",) ("linear", out)
-WORKLOADS = {
+LARGE_WORKLOADS = {
     "mlp": ([("flatten",), ("linear", 1024), ("relu",), ("linear", 1024), ("relu",), ("linear", 10)],
             (1, 28, 28), 256, False),
     "lenet5": ([("conv", 6, 5, 2), ("relu",), ("pool", 2), ("conv", 16, 5, 0), ("relu",), ("pool", 2),
@@ -42,7 +47,20 @@ WORKLOADS = {
     "vgg16_cifar": ("model:vgg16", (3, 32, 32), 128, True),
     "alexnet_227": ("model:alexnet", (3, 227, 227), 128, True),
 }
-CPU_WORKLOADS = [name for name, w in WORKLOADS.items() if not w[3]]
+# ``--small``: models small enough that the per-step overhead of the framework shows
+SMALL_WORKLOADS = {
+    "mlp_64_32_b8": ([("linear", 32), ("relu",), ("linear", 32), ("relu",), ("linear", 10)], (64,), 8, False),
+    "mlp_64_128_b64": ([("linear", 128), ("relu",), ("linear", 128), ("relu",), ("linear", 10)], (64,), 64, False),
+    "mlp_64_512_b256": ([("linear", 512), ("relu",), ("linear", 512), ("relu",), ("linear", 10)], (64,), 256,
+                        False),
+    "lenet5_b16": ("model:lenet5", (1, 28, 28), 16, False),
+    "convnet_16px_b64": ([("conv", 16, 3, 1), ("relu",), ("pool", 2), ("conv", 32, 3, 1), ("relu",), ("pool", 2),
+                          ("flatten",), ("linear", 10)], (3, 16, 16), 64, False),
+}
+WORKLOADS = {**LARGE_WORKLOADS, **SMALL_WORKLOADS}
+CPU_WORKLOADS = [name for name, w in LARGE_WORKLOADS.items() if not w[3]]
+GPU_WORKLOADS = list(LARGE_WORKLOADS)
+SMALL = list(SMALL_WORKLOADS)
 
 
 def _xpnet_model(spec, in_shape):
@@ -52,7 +70,10 @@ def _xpnet_model(spec, in_shape):
     if isinstance(spec, str):
         return xpnet.models.create(spec.split(":", 1)[1], num_classes=10, in_channels=in_shape[0],
                                    input_size=in_shape[1])
-    layers, channels, side, width = [], in_shape[0], in_shape[1], None
+    if len(in_shape) == 1:  # flat features: the spec starts with a Linear
+        layers, channels, side, width = [], None, None, in_shape[0]
+    else:
+        layers, channels, side, width = [], in_shape[0], in_shape[1], None
     for item in spec:
         kind = item[0]
         if kind == "conv":
@@ -244,23 +265,46 @@ def _set_precision(device, tf32):
     return "tf32" if tf32 else "float32 (TF32 off in both)"
 
 
-def _steps_for(runners, min_round):
-    """Steps per round so that the slower framework's round lasts about ``min_round`` seconds."""
-    slowest = max(runners[fw].batch / runners[fw].timed(1, lead_in=0) for fw in runners)
-    return max(3, min(200, math.ceil(min_round / max(slowest, 1e-6))))
+def _seconds_per_step(runner, probe=0.02):
+    """One step's seconds: the median of single steps timed for ``probe`` seconds (one step of a big
+    model; many of a small one, whose median ignores a step stalled by load elsewhere)."""
+    times = []
+    while sum(times) < probe:
+        start = time.perf_counter()
+        runner.step()
+        runner.sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def run(workloads, rounds=7, steps=None, warmup=2, device="cpu", memory=True, stream=sys.stdout, tf32=False,
-        settle=0.0, min_round=0.5):
+def _steps_for(runners, min_round, max_steps=200, probes=1):
+    """Steps per round so that the slower framework's round lasts about ``min_round`` seconds; each
+    framework's step time is the least of ``probes`` probes, alternating between the frameworks."""
+    per_step = {fw: math.inf for fw in runners}
+    for _ in range(probes):
+        for fw in runners:
+            per_step[fw] = min(per_step[fw], _seconds_per_step(runners[fw]))
+    slowest = max(per_step.values())
+    return max(3, min(max_steps, math.ceil(min_round / max(slowest, 1e-6))))
+
+
+def run(workloads, rounds=7, steps=None, warmup=2, device="cpu", memory=True, stream=None, tf32=False,
+        settle=0.0, min_round=0.5, per_step=False, max_steps=200):
+    """Time ``workloads``; ``per_step`` prints microseconds per step (and the speed ratio torch us /
+    xpnet us, the same number as the images/s ratio) instead of images/s; ``max_steps`` caps the
+    steps of a round."""
     import torch
 
     import xpnet
 
+    stream = sys.stdout if stream is None else stream
     results = []
     precision = _set_precision(device, tf32)
     print(f"xpnet {xpnet.__version__} vs PyTorch {torch.__version__}  backend {xpnet.get_backend()}  "
           f"{_device_name(device)}  torch threads {torch.get_num_threads()}  {precision}", file=stream)
-    print(f"{'workload':16s} {'batch':>5s} {'xpnet img/s':>12s} {'torch img/s':>12s} {'ratio':>6s} "
+    speed_head = (f"{'xpnet us/step':>13s} {'torch us/step':>13s} {'speed':>6s}" if per_step
+                  else f"{'xpnet img/s':>12s} {'torch img/s':>12s} {'ratio':>6s}")
+    print(f"{'workload':16s} {'batch':>5s} {speed_head} "
           f"{'xpnet MiB':>10s} {'torch MiB':>10s} {'mem ratio':>9s}", file=stream, flush=True)
     for name in workloads:
         runners = {fw: _Runner(fw, name, device) for fw in ("xpnet", "torch")}
@@ -268,7 +312,7 @@ def run(workloads, rounds=7, steps=None, warmup=2, device="cpu", memory=True, st
             for _ in range(warmup):
                 r.step()
         speeds = {"xpnet": [], "torch": []}
-        n_steps = steps if steps else _steps_for(runners, min_round)
+        n_steps = steps if steps else _steps_for(runners, min_round, max_steps, probes=3 if per_step else 1)
         for _ in range(rounds):
             for fw in ("xpnet", "torch"):
                 time.sleep(settle)
@@ -284,12 +328,19 @@ def run(workloads, rounds=7, steps=None, warmup=2, device="cpu", memory=True, st
         ratio = med["xpnet"] / med["torch"]
         mem_ratio = (mem["xpnet"] / mem["torch"]) if mem["xpnet"] and mem["torch"] else None
         batch = WORKLOADS[name][2]
-        print(f"{name:16s} {batch:5d} {med['xpnet']:12.1f} {med['torch']:12.1f} {ratio:6.2f} "
+        us = {fw: 1e6 * batch / med[fw] for fw in med}
+        speed_cols = (f"{us['xpnet']:13.1f} {us['torch']:13.1f} {ratio:6.2f}" if per_step
+                      else f"{med['xpnet']:12.1f} {med['torch']:12.1f} {ratio:6.2f}")
+        print(f"{name:16s} {batch:5d} {speed_cols} "
               f"{mem['xpnet'] or float('nan'):10.1f} {mem['torch'] or float('nan'):10.1f} "
               f"{mem_ratio or float('nan'):9.2f}", file=stream, flush=True)
         results.append({"workload": name, "batch": batch, "steps_per_round": n_steps,
                         "xpnet_images_per_s": med["xpnet"],
-                        "torch_images_per_s": med["torch"], "ratio": ratio, "xpnet_rounds": speeds["xpnet"],
+                        "torch_images_per_s": med["torch"], "ratio": ratio,
+                        "xpnet_us_per_step": us["xpnet"], "torch_us_per_step": us["torch"],
+                        "xpnet_best_us_per_step": 1e6 * batch / max(speeds["xpnet"]),
+                        "torch_best_us_per_step": 1e6 * batch / max(speeds["torch"]),
+                        "xpnet_rounds": speeds["xpnet"],
                         "torch_rounds": speeds["torch"], "xpnet_peak_mib": mem["xpnet"],
                         "torch_peak_mib": mem["torch"], "memory_ratio": mem_ratio})
     return {"xpnet": xpnet.__version__, "torch": torch.__version__, "backend": str(xpnet.get_backend()),
@@ -307,13 +358,17 @@ def _device_name(device):
 
 def _add_arguments(parser):
     parser.add_argument("--workloads", default=None,
-                        help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: the CPU set, "
-                             "or all on a GPU)")
-    parser.add_argument("--rounds", type=int, default=7)
+                        help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: the CPU set "
+                             f"{', '.join(CPU_WORKLOADS)}, or {', '.join(GPU_WORKLOADS)} on a GPU)")
+    parser.add_argument("--small", action="store_true",
+                        help=f"the small-model set ({', '.join(SMALL)}), in microseconds per step")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per framework (default 7; "
+                        "9 with --small)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps timed per round (default: enough for --min-round seconds)")
-    parser.add_argument("--min-round", type=float, default=0.5,
-                        help="seconds a round lasts at least when --steps is not given")
+    parser.add_argument("--min-round", type=float, default=None,
+                        help="seconds a round lasts at least when --steps is not given (default 0.5; "
+                             "0.25 with --small)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--settle", type=float, default=0.0, help="seconds of pause before each timed round")
@@ -331,13 +386,24 @@ def _main_args(args) -> int:
         print("xpnet bench: PyTorch is needed for the comparison (pip install torch)", file=sys.stderr)
         return 2
     device = "gpu" if xpnet.get_backend().name == "cupy" else "cpu"
-    names = args.workloads.split(",") if args.workloads else (list(WORKLOADS) if device == "gpu" else CPU_WORKLOADS)
+    if args.small and args.workloads:
+        print("xpnet bench: --small selects the small set; give either it or --workloads", file=sys.stderr)
+        return 2
+    if args.small:
+        names = list(SMALL)
+    elif args.workloads:
+        names = args.workloads.split(",")
+    else:
+        names = GPU_WORKLOADS if device == "gpu" else CPU_WORKLOADS
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         print(f"xpnet bench: unknown workload(s) {unknown}; choose from {list(WORKLOADS)}", file=sys.stderr)
         return 2
-    report = run(names, args.rounds, args.steps, args.warmup, device, memory=not args.no_memory, tf32=args.tf32,
-                 settle=args.settle, min_round=args.min_round)
+    small = all(n in SMALL_WORKLOADS for n in names)
+    rounds = args.rounds if args.rounds is not None else (9 if small else 7)
+    min_round = args.min_round if args.min_round is not None else (0.25 if small else 0.5)
+    report = run(names, rounds, args.steps, args.warmup, device, memory=not args.no_memory, tf32=args.tf32,
+                 settle=args.settle, min_round=min_round, per_step=small, max_steps=20000 if small else 200)
     with open(args.json, "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"wrote {args.json}")
