@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-from ..backends import backend_name_of, check_same_device
+from ..backends import ONE_DEVICE_TYPES, backend_name_of, check_same_device
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
@@ -84,7 +84,9 @@ def forward_mode():
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` and any attributes."""
 
-    __slots__ = ("_saved", "needs_input_grad", "__dict__")
+    # the attributes the elementwise ops set on every call have slots: no per-call __dict__ for them
+    __slots__ = ("_saved", "needs_input_grad", "a_shape", "a_dtype", "b_shape", "b_dtype", "out_shape",
+                 "__dict__")
 
     def __init__(self, needs_input_grad=()):
         self._saved = ()
@@ -115,7 +117,7 @@ class Node:
         self.ctx = ctx
         self.inputs = inputs  # tuple aligned with forward's positional args: Tensor or None
         self.n_outputs = n_outputs
-        self.out_meta = out_meta  # (shape, dtype, array) of each output, to make zero gradients
+        self.out_meta = out_meta  # (shape, dtype) of each output, to make zero gradients (multi-output)
         self.freed = False
 
     def __repr__(self):
@@ -153,41 +155,47 @@ class Function:
             low = _autocast_dtype.get()
             if low is not None:
                 args = _autocast_args(args, low if cls.autocast == "low" else "float32")
-        n = len(args)
-        raw = list(args)
-        tensor_inputs = [None] * n
-        needs = [False] * n
+        raw = []
+        needs = []
         any_requires = False
-        first = None  # the first array seen; a later one on another device triggers the check
+        first = first_kind = None  # the first array seen; a later one on another device triggers the check
         mixed = False
-        for i, a in enumerate(args):
+        for a in args:
             if isinstance(a, Tensor):
                 d = a.data
-                raw[i] = d
-                tensor_inputs[i] = a
                 if a.requires_grad:
-                    needs[i] = any_requires = True
+                    needs.append(True)
+                    any_requires = True
+                else:
+                    needs.append(False)
             else:
+                needs.append(False)
                 kind = type(a)
                 if kind in _NUMBERS or a is None:
+                    raw.append(a)
                     continue
                 if kind.__module__ == "numpy" and kind.__name__ != "ndarray" and hasattr(a, "item"):
                     # a NumPy scalar (np.float64(3.0), np.int64(2)) acts as the Python number it
                     # holds: no upcast of float32 data, and usable with every backend
-                    raw[i] = a.item()
+                    raw.append(a.item())
                     continue
                 if isinstance(a, _PLAIN) or backend_name_of(a) is None:
+                    raw.append(a)
                     continue
                 d = a
+            raw.append(d)
             if first is None:
-                first = d
-            elif not mixed and (type(d) is not type(first) or d.device != first.device):
+                first, first_kind = d, type(d)
+            elif not mixed and (type(d) is not first_kind
+                                or (first_kind not in ONE_DEVICE_TYPES and d.device != first.device)):
                 mixed = True
         if mixed:
             check_same_device(*[a for a in raw if a is not None and not isinstance(a, _PLAIN)],
                               op=cls.__name__)
 
-        ctx = Context(tuple(needs))
+        ctx = _new_context(Context)
+        ctx._saved = ()
+        ctx.needs_input_grad = tuple(needs)
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
@@ -196,30 +204,49 @@ class Function:
                 raise
             raise named from exc
         multi = type(out) is tuple
-        record = any_requires and cls.differentiable and _grad_enabled.get()
-        if not multi:
-            if record:
-                node = Node(cls, ctx, tuple(tensor_inputs), 1, ((out.shape, out.dtype),))
-                results = (Tensor._from_op(out, node, 0),)
+        if any_requires and cls.differentiable and _grad_enabled.get():
+            node = _new_node(Node)
+            node.fn = cls
+            node.ctx = ctx
+            node.inputs = tuple([a if isinstance(a, Tensor) else None for a in args])
+            node.freed = False
+            if multi:
+                node.n_outputs = len(out)
+                node.out_meta = tuple([(o.shape, o.dtype) for o in out])
+                results = tuple([Tensor._from_op(o, node, i) for i, o in enumerate(out)])
             else:
-                results = (Tensor._wrap(out),)
-        elif record:
-            node = Node(cls, ctx, tuple(tensor_inputs), len(out), tuple((o.shape, o.dtype) for o in out))
-            results = tuple(Tensor._from_op(o, node, i) for i, o in enumerate(out))
+                node.n_outputs = 1
+                node.out_meta = None  # read for multi-output nodes only (zeros for unused outputs)
+                result = _new_tensor(Tensor)
+                result.data = out
+                result.grad = None
+                result._node = node
+                result.requires_grad = True
+        elif multi:
+            results = tuple([Tensor._wrap(o) for o in out])
         else:
-            results = tuple(Tensor._wrap(o) for o in out)
+            result = _new_tensor(Tensor)
+            result.data = out
+            result.grad = None
+            result._node = None
+            result.requires_grad = False
 
-        if (_forward_mode.get() and cls.differentiable
-                and any(t is not None and t._tangent is not None for t in tensor_inputs)):
-            if cls.jvp is None:
-                raise TypeError(f"{cls.__name__} has no jvp rule: forward-mode differentiation through it is not supported")
-            tangents = tuple(None if t is None else t._tangent for t in tensor_inputs)
-            tan_out = cls.jvp(ctx, *tangents)
-            tan_out = tan_out if isinstance(tan_out, tuple) else (tan_out,)
-            for r, tan in zip(results, tan_out):
-                r._tangent = tan
-        return results if multi else results[0]
+        if _forward_mode.get() and cls.differentiable:
+            tensor_inputs = [a if isinstance(a, Tensor) else None for a in args]
+            if any(t is not None and t._tangent is not None for t in tensor_inputs):
+                if cls.jvp is None:
+                    raise TypeError(f"{cls.__name__} has no jvp rule: forward-mode differentiation through it is not supported")
+                tangents = tuple(None if t is None else t._tangent for t in tensor_inputs)
+                tan_out = cls.jvp(ctx, *tangents)
+                tan_out = tan_out if isinstance(tan_out, tuple) else (tan_out,)
+                for r, tan in zip(results if multi else (result,), tan_out):
+                    r._tangent = tan
+        return results if multi else result
 
+
+_new_context = object.__new__  # Context and Node: slots set in apply, without an __init__ call
+_new_node = object.__new__
+_new_tensor = object.__new__
 
 _NUMBERS = frozenset((int, float, bool, complex))
 _PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsis))
@@ -253,25 +280,31 @@ def _autocast_args(args, target):
 
 def _topological_order(root_node):
     """Nodes reachable from ``root_node``, each after every node that consumes its outputs."""
+    for t in root_node.inputs:
+        if t is not None and t._node is not None:
+            break
+    else:
+        return (root_node,)  # every input is a leaf or a constant: one node
     order = []
     visited = set()
     stack = [(root_node, False)]
+    push, pop, emit, mark = stack.append, stack.pop, order.append, visited.add
     while stack:
-        node, expanded = stack.pop()
+        node, expanded = pop()
         if expanded:
-            order.append(node)
+            emit(node)
             continue
         # marked when expanded, not when pushed: marking on push would let a node reached through
         # several consumers finish before one of them, and run its backward too early
         if node in visited:
             continue
-        visited.add(node)
-        stack.append((node, True))
+        mark(node)
+        push((node, True))
         for t in node.inputs:
             if t is not None:
                 parent = t._node
                 if parent is not None and parent not in visited:
-                    stack.append((parent, False))
+                    push((parent, False))
     order.reverse()
     return order
 
@@ -287,8 +320,9 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
         if root.requires_grad:
             root._accumulate_grad(grad)
         return
-    pending = {start: [None] * start.n_outputs}
-    pending[start][root._output_index] = grad
+    slots = [None] * start.n_outputs
+    slots[root._output_index] = grad
+    pending = {start: slots}
     for node in _topological_order(start):
         grads = pending.pop(node, None)
         if grads is None:
@@ -298,31 +332,33 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 f"trying to backward through {node!r} a second time: the graph was freed after the "
                 "first backward; pass retain_graph=True to the first backward"
             )
+        fn = node.fn
         if len(grads) > 1 and any(g is None for g in grads):
             grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
         try:
-            in_grads = node.fn.backward(node.ctx, *grads)
+            in_grads = fn.backward(node.ctx, *grads)
         except (ValueError, TypeError, IndexError) as exc:
-            named = _named(exc, f"{node.fn.__name__}.backward")
+            named = _named(exc, f"{fn.__name__}.backward")
             if named is exc:
                 raise
             raise named from exc
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
-        owned = node.fn.owns_grads
+        owned = fn.owns_grads
         for t, g in zip(node.inputs, in_grads):
             if t is None or g is None or not t.requires_grad:
                 continue
             if isinstance(g, Tensor):
                 g = g.data
-            if g.shape != t.data.shape and tuple(g.shape) != tuple(t.data.shape):
+            data = t.data
+            if g.shape != data.shape and tuple(g.shape) != tuple(data.shape):
                 raise RuntimeError(
-                    f"{node.fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
+                    f"{fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
                     f"input of shape {tuple(t.shape)}"
                 )
             parent = t._node
             if parent is None:
-                t._accumulate_grad(g, owned=owned)
+                t._accumulate_grad(g, owned)
                 continue
             if t._retains_grad:
                 t._accumulate_grad(g)

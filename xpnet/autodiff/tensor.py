@@ -8,6 +8,7 @@ from ..backends import (
     backend_name_of,
     backend_of,
     dtype_name,
+    fresh_copy,
     get_backend,
     is_float_dtype,
     register_transfer,
@@ -15,6 +16,8 @@ from ..backends import (
     unwrap,
 )
 from ..backends import transfer as _transfer
+
+_new_tensor = object.__new__
 
 
 class Tensor:
@@ -162,17 +165,24 @@ class Tensor:
             grad = grad.data if isinstance(grad, Tensor) else grad  # not unwrap: 0.2 us a backward (overhead.py)
             if backend_name_of(grad) is None:
                 grad = self.backend.asarray(grad, dtype=self.data.dtype)
-            if tuple(grad.shape) != self.shape:
+            if grad.shape != self.data.shape and tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
         _function.run_backward(self, grad, retain_graph=retain_graph)
 
     def _accumulate_grad(self, g, owned: bool = False) -> None:
-        if self.grad is None:
+        grad = self.grad
+        if grad is None:
             # a fresh array: the caller's gradient may be a view another node still uses, unless
             # the Function that made it declares it owned (Function.owns_grads)
-            self.grad = Tensor._wrap(g if owned else g + 0)
+            data = g if owned else fresh_copy(g)
         else:
-            self.grad = Tensor._wrap(self.grad.data + g)
+            data = grad.data + g
+        grad = _new_tensor(Tensor)  # Tensor._wrap, inline: once per leaf per backward
+        grad.data = data
+        grad.grad = None
+        grad._node = None
+        grad.requires_grad = False
+        self.grad = grad
 
     def detach(self):
         return Tensor(self.data)

@@ -13,6 +13,8 @@ import importlib
 import os
 import threading
 
+import numpy as _np
+
 from .base import Backend, HostRNG
 from .kernels import KernelName, register_kernel
 from .dtypes import (
@@ -43,8 +45,14 @@ _global: Backend | None = None
 _context: contextvars.ContextVar = contextvars.ContextVar("xpnet_backend", default=None)
 
 
+_loaded: dict = {}  # canonical name -> its backend module, imported once
+
+
 def _module(name):
-    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    module = _loaded.get(name)
+    if module is None:
+        module = _loaded[name] = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    return module
 
 
 def canonical_name(name: str) -> str:
@@ -180,12 +188,78 @@ def unwrap(x):
     return data if data is not None and backend_name_of(data) is not None else x
 
 
+# The Backend that owns an array, memoised: type(array) -> the Backend for host types (NumPy: one
+# device), type(array) -> _PerDevice for namespaces with devices. _instances never replaces an entry
+# (one Backend per (name, device label) for the life of the process; manual_seed reseeds it in
+# place), so a memoised answer stays the one _resolve would give.
+_OWNERS: dict = {}
+
+# Array types whose arrays all live on one device (NumPy's): two arrays of one of these types need
+# no device comparison. Seeded with ndarray; other NumPy types join when backend_of first sees them.
+ONE_DEVICE_TYPES: set = {_np.ndarray}
+
+
+class _PerDevice:
+    """The Backends of one array type with several devices, by device key."""
+
+    __slots__ = ("key", "backends")
+
+    def __init__(self, key):
+        self.key = key  # array -> a hashable device key (the device object, or CuPy's device id)
+        self.backends: dict = {}
+
+
+def _device_object(array):
+    return array.device
+
+
+def _cupy_device_id(array):
+    return array.device.id  # cupy.cuda.Device: the integer id is the cheap, surely-hashable key
+
+
 def backend_of(array) -> Backend:
-    """The Backend instance (namespace and device) that a raw array lives on."""
+    """The Backend instance (namespace and device) that a raw array lives on.
+
+    Resolved once per array type (NumPy) or per (array type, device); then one or two dict lookups."""
+    owner = _OWNERS.get(type(array))
+    if owner is not None:
+        if type(owner) is not _PerDevice:
+            return owner
+        try:
+            return owner.backends[owner.key(array)]
+        except (KeyError, TypeError, AttributeError):
+            pass
+    return _first_backend_of(array)
+
+
+def _first_backend_of(array) -> Backend:
     name = backend_name_of(array)
     if name is None:
         raise TypeError(f"expected an array of a supported backend, got {type(array).__name__}")
-    return _resolve(name, array.device if name != "numpy" else "cpu")
+    if name == "numpy":
+        backend = _resolve(name, "cpu")
+        ONE_DEVICE_TYPES.add(type(array))
+        _OWNERS[type(array)] = backend
+        return backend
+    backend = _resolve(name, array.device)
+    owner = _OWNERS.get(type(array))
+    if owner is None:  # setdefault: two threads seeing the type at once keep one table
+        owner = _OWNERS.setdefault(type(array), _PerDevice(_cupy_device_id if name == "cupy" else _device_object))
+    try:
+        owner.backends[owner.key(array)] = backend
+    except (TypeError, AttributeError):  # an unhashable device: resolved each time, as before
+        pass
+    return backend
+
+
+def fresh_copy(array):
+    """A new array equal to ``array`` that shares no memory with it: ``array + 0``, except for a
+    NumPy ndarray of one or more dimensions, whose ``copy(order="K")`` keeps the same memory order
+    and skips the ufunc's handling of the Python scalar (a fifth of the cost). (A 0-d ndarray keeps
+    ``+ 0``, which returns a NumPy scalar, as before.)"""
+    if type(array) is _np.ndarray and array.ndim:
+        return array.copy(order="K")
+    return array + 0
 
 
 def describe_device(array) -> str:
@@ -211,7 +285,45 @@ def _device_key(array):
 
 def check_same_device(*arrays, op: str = "operation") -> None:
     """Raise DeviceMismatchError, naming ``op`` and both devices, if the arrays do not all live on
-    one backend and device. Python scalars and None are ignored."""
+    one backend and device. Python scalars and None are ignored.
+
+    Arrays of one type (and, for namespaces with devices, one device object) pass on identity and
+    type tests alone; anything else goes through the full comparison, which builds the names."""
+    first_kind = first_device = None
+    host = True
+    for array in arrays:
+        kind = type(array)
+        if kind in _SCALARS or array is None:
+            continue
+        owner = _OWNERS.get(kind)
+        if owner is None:
+            if backend_name_of(array) is not None:
+                break  # an array type not resolved yet
+            array = getattr(array, "data", None)  # a Tensor: compare the array it wraps
+            kind = type(array)
+            owner = _OWNERS.get(kind)
+            if owner is None:
+                break
+        if first_kind is None:
+            first_kind = kind
+            host = type(owner) is not _PerDevice
+            if not host:
+                first_device = array.device
+        elif kind is not first_kind:
+            break
+        elif not host:
+            device = array.device
+            if device is not first_device and device != first_device:
+                break
+    else:
+        return
+    _check_same_device(arrays, op)
+
+
+_SCALARS = frozenset((int, float, complex, bool))
+
+
+def _check_same_device(arrays, op) -> None:
     first = None
     first_index = None
     for index, array in enumerate(arrays):
@@ -238,7 +350,7 @@ __all__ = [
     "set_default_dtype", "is_float_dtype", "resolve_dtype", "BackendUnavailableError",
     "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",
     "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of", "unwrap",
-    "describe_device", "check_same_device", "to_device", "to_numpy", "device_of",
+    "describe_device", "check_same_device", "fresh_copy", "to_device", "to_numpy", "device_of",
     "register_transfer",
 ]
 

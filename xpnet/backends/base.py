@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dtypes import get_default_dtype, resolve_dtype
-from .kernels import lookup_kernel
+from .kernels import _REGISTRY, KernelName, lookup_kernel
 
 
 class HostRNG:
@@ -115,7 +115,11 @@ class Backend:
         """The fast path for ``kernel`` (a ``KernelName`` from ``xpnet.backends.kernels``) on this
         backend, or None: the caller runs the generic code."""
         own = self.kernels.get(kernel)
-        return own if own is not None else lookup_kernel(self.name, kernel)
+        if own is not None:
+            return own
+        if type(kernel) is KernelName:  # what lookup_kernel checks, without the call
+            return _REGISTRY.get((self.name, kernel))
+        return lookup_kernel(self.name, kernel)  # raises the TypeError naming the declared kernels
 
 
 def _is_python_floaty(obj) -> bool:

@@ -34,8 +34,38 @@ int8, int16, int32, int64, uint8 = (DType(n) for n in ("int8", "int16", "int32",
 bool_ = DType("bool")
 
 
+# type(dtype) -> {dtype: canonical name}, filled on first sight of each dtype object: NumPy's
+# ``dtype.name`` is a Python-level property (two issubdtype calls, about 2 us), and names are asked
+# for several times per operation. One table per dtype type, so that keys of different libraries
+# never meet in an equality test (array_api_strict dtypes hash like NumPy's and warn when compared
+# with them). Names (str, DType) are not kept: they are cheap to check, and DType's == calls
+# dtype_name. Only dtypes that name successfully are kept: errors are raised afresh each time.
+_NAME_OF: dict = {}
+_CACHE_LIMIT = 1024  # per dtype type: dtypes are few; a bound against endless distinct objects
+
+
 def dtype_name(dtype) -> str:
     """The canonical name of a dtype of any backend (``'float32'``, ``'int64'``, ``'bool'``)."""
+    names = _NAME_OF.get(type(dtype))
+    if names is not None:
+        try:
+            return names[dtype]
+        except (KeyError, TypeError):  # not seen yet, or unhashable
+            pass
+    name = _dtype_name(dtype)
+    if isinstance(dtype, str):
+        return name
+    if names is None:
+        names = _NAME_OF.setdefault(type(dtype), {})
+    try:
+        if len(names) < _CACHE_LIMIT:
+            names[dtype] = name
+    except TypeError:
+        pass
+    return name
+
+
+def _dtype_name(dtype) -> str:
     if isinstance(dtype, str):
         name = str(dtype)
     elif isinstance(dtype, type):  # NumPy scalar types: np.float32

@@ -35,8 +35,8 @@ def unbroadcast(grad, shape, dtype=None):
     does not are summed with keepdims. A ``dtype`` differing from grad's (mixed-precision
     operands, promoted in forward) is cast back so each input gets a gradient of its own dtype.
     """
-    shape = tuple(shape)
-    if tuple(grad.shape) != shape:
+    if grad.shape != shape and tuple(grad.shape) != tuple(shape):
+        shape = tuple(shape)
         xp = namespace(grad)
         extra = grad.ndim - len(shape)
         if extra > 0:

@@ -56,8 +56,9 @@ class Linear(Module):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
 
     def forward(self, input):
-        input = as_input(input, self._where())
-        check_linear_input(input, self.weight, self.bias, self._where())
+        where = self._where()
+        input = as_input(input, where)
+        check_linear_input(input, self.weight, self.bias, where)
         return Affine.apply(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
