@@ -82,8 +82,7 @@ def test_relu_small_or_strided_input(impl):
                          indirect=["impl"])
 def test_relu_numpy_kernels_in_blocks(impl, dtype, channels_last, monkeypatch):
     monkeypatch.setattr(nact, "ELEMENTWISE_BLOCK", 1000)  # many blocks, a ragged last one
-    monkeypatch.setattr(nruntime, "PARALLEL_MIN_ELEMENTS", 256)  # split over the workers
-    monkeypatch.setattr(nact, "ELEMENTWISE_PARALLEL_MIN", 256)
+    monkeypatch.setattr(nruntime, "ELEMENTWISE_PARALLEL_MIN", 256)  # split over the workers
     gen = np.random.default_rng(5)
     x = layout(gen.standard_normal((4, 6, 9, 11)).astype(dtype), channels_last)
     x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]

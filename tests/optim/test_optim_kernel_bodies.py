@@ -116,6 +116,7 @@ def _run(name, options, dtype, fast, steps):
         cls = getattr(optim, name)
         if fast:
             patch.setitem(backend.kernels, cls.kernel_name, _in_place_on_host(FAST[name]))
+            patch.setattr(cls, "group_kernel_name", None)  # the CuPy body, not the NumPy group kernel (SGD)
         w = xpnet.tensor(W0.astype(dtype), requires_grad=True)
         opt = cls([w], fused=fast, **options)
         a, b, c = A.astype(dtype), B.astype(dtype), C0.astype(dtype)

@@ -208,6 +208,62 @@ def test_non_leaf_tensor_is_rejected(backend):
         optim.SGD([Double.apply(w)], lr=0.1)
 
 
+def _without_the_group_kernel(backend, monkeypatch):
+    """The per-parameter hook alone: the backend's SGD group kernel (numpy's) would take the step first."""
+    monkeypatch.delitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP_GROUP), raising=False)
+
+
+def test_a_group_kernel_takes_the_whole_group_unless_fused_false(backend, monkeypatch):
+    calls = []
+
+    def fake_group_step(ws, gs, states, group, scalars):
+        calls.append((len(ws), scalars.lr))
+        for w, g in zip(ws, gs):
+            w -= 2 * scalars.lr * g
+        return ws
+
+    def no_step(*args):
+        raise AssertionError("the per-parameter kernel ran beside the group kernel")
+
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP_GROUP), fake_group_step)
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), no_step)
+    w, c, idle = (xpnet.tensor(np.array([1.0]), requires_grad=True) for _ in range(3))
+    w.grad, c.grad = xpnet.tensor(np.array([1.0])), xpnet.tensor(np.array([2.0]))
+    optim.SGD([w, idle, c], lr=0.25).step()  # idle has no gradient: not passed
+    assert calls == [(2, 0.25)]
+    np.testing.assert_allclose(xpnet.to_numpy(w), [0.5])
+    np.testing.assert_allclose(xpnet.to_numpy(c), [0.0])
+    monkeypatch.delitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP))
+    optim.SGD([w], lr=0.25, fused=False).step()
+    assert calls == [(2, 0.25)]
+    np.testing.assert_allclose(xpnet.to_numpy(w), [0.25])
+
+
+def test_a_group_kernel_that_declines_leaves_the_group_to_the_per_parameter_path(backend, monkeypatch):
+    calls = []
+
+    def declining_group_step(ws, gs, states, group, scalars):
+        calls.append(len(ws))
+        return None
+
+    def copying_group_step(ws, gs, states, group, scalars):
+        return [w - scalars.lr * g for w, g in zip(ws, gs)]
+
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP_GROUP),
+                        declining_group_step)
+    w = xpnet.tensor(np.array([1.0]), requires_grad=True)
+    w.grad = xpnet.tensor(np.array([1.0]))
+    data = w.data
+    opt = optim.SGD([w], lr=0.25, momentum=0.5)
+    opt.step()
+    assert calls == [1] and w.data is data
+    np.testing.assert_allclose(xpnet.to_numpy(w), [0.75])
+    np.testing.assert_allclose(xpnet.to_numpy(opt.state[w]["momentum_buffer"]), [1.0])
+    monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP_GROUP), copying_group_step)
+    with pytest.raises(RuntimeError, match="sgd_step_group"):
+        opt.step()
+
+
 def test_backend_fast_path_replaces_the_update_unless_fused_false(backend, monkeypatch):
     calls = []
 
@@ -217,6 +273,7 @@ def test_backend_fast_path_replaces_the_update_unless_fused_false(backend, monke
         return w
 
     monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), fake_sgd_step)
+    _without_the_group_kernel(backend, monkeypatch)
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
     w.grad = xpnet.tensor(np.array([1.0]))
     optim.SGD([w], lr=0.25).step()
@@ -235,6 +292,7 @@ def test_a_kernel_that_declines_leaves_the_step_to_the_generic_update(backend, m
         return None
 
     monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), declining_sgd_step)
+    _without_the_group_kernel(backend, monkeypatch)
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
     w.grad = xpnet.tensor(np.array([1.0]))
     data = w.data
@@ -252,6 +310,7 @@ def test_a_kernel_that_returns_a_new_array_breaks_the_rule(backend, monkeypatch)
         return w - scalars.lr * g
 
     monkeypatch.setitem(backend_kernels._REGISTRY, (backend.name, backend_kernels.SGD_STEP), copying_sgd_step)
+    _without_the_group_kernel(backend, monkeypatch)
     w = xpnet.tensor(np.array([1.0]), requires_grad=True)
     w.grad = xpnet.tensor(np.array([1.0]))
     with pytest.raises(RuntimeError, match="returned a new array"):

@@ -23,6 +23,16 @@ give the same numbers under the same rule, and may return None to decline (no co
 dtype it does not cover) before it changes anything: the generic ``update`` then runs. A group's
 ``fused=None`` (default) uses a kernel where one is registered, ``fused=False`` never, and
 ``fused=True`` requires one (a RuntimeError when there is none or it declines).
+
+An optimizer whose step scalars depend on the group alone (not on a parameter's state: SGD) may also
+name a ``group_kernel_name``: a backend's kernel for it updates all the parameters of a group in one
+call, ``kernel(ws, gs, states, group, scalars)`` (the parameters that have a gradient, their
+gradients, their state dicts, the group's scalars), under the same rule for each parameter and with
+the same bits as the per-parameter update, writing every ``w`` in place and returning ``ws``. It
+declines with None, before it changes anything, whenever one parameter would not go through the
+per-parameter kernel (a dtype, a layout, no library) or the group mixes dtypes or lists an array
+twice: the per-parameter path then runs (and raises the errors its checks are for). ``fused=False``
+skips it too.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ class Optimizer:
     """
 
     kernel_name = None  # a KernelName from xpnet.backends.kernels
+    group_kernel_name = None  # a KernelName for one update of a whole group (see the module docstring)
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -203,6 +214,8 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
+            if self.group_kernel_name is not None and group.get("fused") is not False and self._step_group(group):
+                continue
             for pi, p in enumerate(group["params"]):
                 g = _grad_array(p)
                 if g is None:
@@ -223,6 +236,48 @@ class Optimizer:
                 if state:
                     self.state[p] = state
         return loss
+
+    def _step_group(self, group) -> bool:
+        """The whole group's update by the backend's group kernel, when it has one and takes this group
+        (True); False, with nothing changed, sends the group through the per-parameter path."""
+        params, ws, gs = [], [], []
+        for p in group["params"]:
+            g = _grad_array(p)
+            if g is not None:
+                params.append(p)
+                ws.append(p.data)
+                gs.append(g)
+        if not ws:
+            return True
+        fast = backend_of(ws[0]).kernel(self.group_kernel_name)
+        if fast is None:
+            return False
+        states = []
+        for p, w in zip(params, ws):
+            state = self.state.get(p)
+            states.append(self.init_state(w, group) if state is None else state)
+        counted = [state for state in states if "step" in state]
+        for state in counted:
+            state["step"] += 1
+        try:
+            out = fast(ws, gs, states, group, self.step_scalars(states[0], group))
+        except Exception:
+            for state in counted:
+                state["step"] -= 1
+            raise
+        if out is None:
+            for state in counted:
+                state["step"] -= 1
+            return False
+        if out is not ws:
+            raise RuntimeError(
+                f"{type(self).__name__}.step: the '{self.group_kernel_name}' kernel of backend {backend_of(ws[0])} "
+                "returned something else than the list of parameters it updated in place (xpnet.optim.optimizer)"
+            )
+        for p, state in zip(params, states):
+            if state:
+                self.state[p] = state
+        return True
 
     def _check_inputs(self, w, g, state, gi, pi) -> None:
         """Before anything is updated in place: the gradient has the parameter's shape, the

@@ -34,11 +34,13 @@ class SGD(Optimizer):
 
     As in PyTorch the first step copies the gradient into the buffer (no dampening), and the
     velocity is applied as w ← w - η b (not b ← μ b + η g). State: ``momentum_buffer`` (μ ≠ 0).
-    ``fused=None`` uses a backend fast path (``sgd_step``) where one is registered; False never.
+    ``fused=None`` uses a backend fast path where one is registered (``sgd_step_group``: one call for
+    a whole group; else ``sgd_step`` per parameter); False never.
     Every step writes w_t into the parameter's own array (see xpnet.optim.optimizer).
     """
 
     kernel_name = kernels.SGD_STEP
+    group_kernel_name = kernels.SGD_STEP_GROUP  # the scalars are the group's options alone
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, fused=None):

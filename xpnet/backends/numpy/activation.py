@@ -15,15 +15,10 @@ import numpy as np
 
 from .. import kernels
 from ..kernels import ReLUForward, register_kernel
-from . import native
+from . import native, runtime
 from .layout import memory_order, unpermute
 from .native import ptr
-from .runtime import parallel
-
-# elementwise passes this large or larger are split over the workers; below it one thread wins: the
-# ufuncs are bound by memory, and waking the workers costs more than the second core brings (on a
-# 2-core machine, ReLU on 262k floats: 150 us on one thread against 270 us split in two)
-ELEMENTWISE_PARALLEL_MIN = 1 << 22
+from .runtime import parallel, split_count
 
 # elementwise work is split into blocks this many elements long, small enough that a block read by
 # one ufunc is still in cache when the next reads it
@@ -31,16 +26,20 @@ ELEMENTWISE_BLOCK = 1 << 17
 
 
 def _native_elementwise(fn, *arrays):
-    """fn(pointers..., count) over C-contiguous arrays of one size, split over the workers when large."""
+    """fn(pointers..., count) over C-contiguous arrays of one size; split over the workers only when
+    each part holds runtime.ELEMENTWISE_PARALLEL_MIN elements (memory-bound: a second thread rarely
+    pays), else one call from here with no closure."""
     size = arrays[0].size
+    if split_count(size, runtime.ELEMENTWISE_PARALLEL_MIN) <= 1:
+        fn(*[ptr(x) for x in arrays], size)
+        return
+    addresses = [ptr(x) for x in arrays]
+    items = [x.itemsize for x in arrays]
 
     def part(a, b):
-        fn(*[ptr(x) + a * x.itemsize for x in arrays], b - a)
+        fn(*[p + a * i for p, i in zip(addresses, items)], b - a)
 
-    if size >= ELEMENTWISE_PARALLEL_MIN:
-        parallel(part, size)
-    else:
-        part(0, size)
+    parallel(part, size, elements=size, min_elements=runtime.ELEMENTWISE_PARALLEL_MIN)
 
 
 def _blocks(fn, size, quiet=False):
@@ -53,7 +52,7 @@ def _blocks(fn, size, quiet=False):
             for i in range(i0, i1):
                 fn(i * ELEMENTWISE_BLOCK, min(size, (i + 1) * ELEMENTWISE_BLOCK))
 
-    parallel(work, nblocks, elements=size)
+    parallel(work, nblocks, elements=size, min_elements=runtime.ELEMENTWISE_PARALLEL_MIN)
 
 
 @register_kernel("numpy", kernels.RELU_FORWARD)
@@ -69,7 +68,7 @@ def relu_forward(x):
         _native_elementwise(native.kernel(lib, "xp_relu_fwd", x.dtype), flat, y)
         y = unpermute(y, perm)
         return ReLUForward(y, y)
-    if flat is None or x.size < ELEMENTWISE_PARALLEL_MIN:
+    if flat is None or split_count(x.size, runtime.ELEMENTWISE_PARALLEL_MIN) <= 1:
         return ReLUForward(np.maximum(x, np.zeros((), dtype=x.dtype)), x > 0)
     src = flat.reshape(-1)
     y = np.empty(flat.shape, dtype=x.dtype)
@@ -101,7 +100,7 @@ def relu_backward(g, mask):
             return unpermute(out, perm)
         mask = mask > 0
         same_layout = False
-    if same_layout and g.size >= ELEMENTWISE_PARALLEL_MIN:
+    if same_layout and split_count(g.size, runtime.ELEMENTWISE_PARALLEL_MIN) > 1:
         # same layout: block by block over the workers, each block's sum taken while it is in cache
         out = np.empty(gflat.shape, dtype=g.dtype)
         src, msrc, dst = gflat.reshape(-1), mask.transpose(perm).reshape(-1), out.reshape(-1)

@@ -5,6 +5,10 @@
   copies, ufuncs and GEMMs. While they run, OpenBLAS is pinned to one thread per call
   (``blas_threads``), so every core runs its own im2col + GEMM pipeline instead of waiting on the
   BLAS's spinning threads.
+* Only where it pays: a job goes to the pool only when each part holds at least its family's
+  threshold of work (``PARALLEL_MIN_ELEMENTS``, ``GEMM_PARALLEL_MIN_MACS``,
+  ``ELEMENTWISE_PARALLEL_MIN``, measured below); a smaller one runs on the calling thread, and the
+  kernels ask ``split_count`` first so that it costs no closures and no pointer building.
 * Workspaces: scratch arrays reused across calls, one per thread and name (``workspace``), released
   by ``release_workspaces``.
 * A forked child (a multiprocessing data worker) starts with a fresh pool and fresh locks.
@@ -38,6 +42,7 @@ class _BlasThreads:
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = None
+        self._pin = _Pinned(self)
         for path in self._candidates():
             try:
                 lib = ctypes.CDLL(path)
@@ -69,21 +74,40 @@ class _BlasThreads:
     def available(self) -> bool:
         return self._set is not None
 
-    @contextlib.contextmanager
     def single(self):
+        """A context manager: OpenBLAS on one thread inside it (nested and from several threads: the
+        count is restored when the last one leaves). One reusable object, not a generator per call:
+        the small products enter it tens of thousands of times per training run."""
+        return self._pin
+
+    def _enter(self):
         with self._lock:
             if self._depth == 0:
                 self._saved = self._get()
                 if self._saved != 1:
                     self._set(1)
             self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._saved not in (None, 1):
-                    self._set(self._saved)
+
+    def _exit(self):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._saved not in (None, 1):
+                self._set(self._saved)
+
+
+class _Pinned:
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def __enter__(self):
+        self._owner._enter()
+        return self
+
+    def __exit__(self, *exc):
+        self._owner._exit()
+        return False
 
 
 blas_threads = _BlasThreads()
@@ -125,22 +149,61 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# a part smaller than this many array elements is not worth a thread hand-off: handing work to a
-# pool thread and collecting it costs about 100 us on a 2-core VM (measured: a no-op parallel),
-# so jobs under ~2 Mi elements run on the calling thread (LeNet-5 step 20 -> 16 ms, VGG unchanged)
+# -- when a hand-off pays -------------------------------------------------------------------------
+# Each threshold is the least work of ONE part (in the family's unit) for which handing it to a pool
+# thread pays: a job is split into at most work // threshold parts, so on 2 workers it stays on the
+# calling thread below twice the threshold. A hand-off (submit, wake a worker, collect) costs 16-20 us
+# on an idle 2-core VM and 90-100 us when the other core is busy (a no-op ``parallel`` measured).
+# Measured by timing each size on the calling thread against a two-part ``parallel`` run (float32, min
+# of 7, three sweeps) on a shared 2-core KVM guest of an Intel Xeon (Sapphire Rapids: AVX-512, OpenBLAS
+# 0.3.31); the 2-core AMD EPYC (AVX2) VM of earlier comments was not measured. Timings moved up to 2x
+# between sweeps (other work on the machine), hence the powers of two with a margin.
+#
+# default (stencils: pooling; batch and local-response norm; the im2col/planar/Winograd convolutions,
+# whose callers pass their element counts): unchanged, 1 Mi elements per part (LeNet-5 step 20 ->
+# 16 ms, VGG unchanged when it was introduced)
 PARALLEL_MIN_ELEMENTS = 1 << 20
+# matrix products (linalg.matmul), in multiply-adds. Two-part / one-thread time: 13-86x up to 1e5
+# MACs, 8.5x at 1e6 (100^3), 1.35-2.7x at 64x128x128, 2.5x at 3e6, 1.6x at 4.2e6 (256x128x128),
+# 1.23-1.63x at 8.4e6 (512x128x128), 0.61-4.2x at 1.7e7 (256^3, 1024x128x128: noise either way);
+# from 3.4e7 tall products (>= 512 rows per part) 0.47-1.5x, short-wide ones (128-256 x 1024 x 1024)
+# 1.04-2.3x. So no product below 2^24 MACs goes to the pool (linalg.MATMUL_WORKERS_MAX is 2^24)
+GEMM_PARALLEL_MIN_MACS = 1 << 23
+# compiled elementwise passes (ReLU forward/backward, the SGD update), in elements: bound by memory, a
+# second thread adds little bandwidth. Two-part / one-thread time, ReLU: 16x at 1e4, 3.1x at 1e5,
+# 1.4x at 3e5, 1.3-1.8x at 1e6, 1.06-1.7x at 3e6, 1.03-1.34x at 1e7, 0.99-1.0x at 3e7 and 1e8;
+# SGD with momentum (3 arrays): 8.7x at 1e4, 2.7x at 1e5, 1.2x at 3e5-1e6, 1.03-1.5x at 3e6,
+# 0.72-1.04x at 1e7, 0.68-1.0x at 3e7, 1.02x at 1e8
+ELEMENTWISE_PARALLEL_MIN = 1 << 23
 
 
-def parallel(fn, n: int, blas: bool = False, elements: int | None = None):
+def split_count(work: int, min_part: int | None = None) -> int:
+    """How many parts ``parallel`` makes of a job of ``work`` units whose parts must each be at least
+    ``min_part`` (the family's threshold above; None: PARALLEL_MIN_ELEMENTS). 1: the calling thread,
+    no pool; callers test it first to skip building closures and pointers for a small job."""
+    if min_part is None:
+        min_part = PARALLEL_MIN_ELEMENTS
+    min_part = max(1, min_part)
+    if work < 2 * min_part or NUM_WORKERS < 2 or getattr(_local, "in_worker", False):
+        return 1
+    return min(NUM_WORKERS, work // min_part)
+
+
+def parallel(fn, n: int, blas: bool = False, elements: int | None = None, min_elements: int | None = None):
     """[fn(start, stop) for contiguous parts of range(n)], the parts run on NUM_WORKERS threads (the
     caller runs the first). NumPy releases the GIL in copies, ufuncs and GEMMs, so the parts truly
     overlap. ``blas``: fn calls GEMMs, which then run single-threaded; without a way to pin the BLAS
-    to one thread such work runs serially instead. ``elements``: the size of the whole job, which
-    caps the number of parts so that small jobs stay on the calling thread."""
-    parts = min(NUM_WORKERS, n)
-    if elements is not None:
-        parts = min(parts, max(1, elements // PARALLEL_MIN_ELEMENTS))
-    if parts <= 1 or getattr(_local, "in_worker", False) or (blas and not blas_threads.available):
+    to one thread such work runs serially instead. ``elements``: the size of the whole job, in the
+    unit of ``min_elements``, the least work per part that pays for a hand-off (the family's
+    threshold above; PARALLEL_MIN_ELEMENTS when None): below twice that the job runs on the calling
+    thread. Without ``elements`` every one of the n items is worth a part."""
+    if elements is None:
+        parts = min(NUM_WORKERS, n)
+        if getattr(_local, "in_worker", False):
+            parts = 1
+    else:
+        parts = min(n, split_count(elements, min_elements))
+    if parts <= 1 or (blas and not blas_threads.available):
         return [fn(0, n)]
     bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 

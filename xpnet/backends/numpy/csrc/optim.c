@@ -43,3 +43,23 @@
 
 XP_SGD(float, f32)
 XP_SGD(double, f64)
+
+/* The SGD update of every tensor of a parameter group, one after the other, each by xp_sgd itself
+ * (the same operations, so the same bits as one call per tensor): one call from Python for the whole
+ * group instead of one per parameter. The tables hold addresses as int64 (NumPy fills them); buf is
+ * NULL without momentum. A fresh buffer (zeros, made for this step) takes its first momentum step
+ * undamped, as the per-parameter kernel does. */
+#define XP_SGD_GROUP(T, SUF)                                                                             \
+    void xp_sgd_group_##SUF(const int64_t *w, const int64_t *g, const int64_t *buf, const int64_t *n,  \
+                            const unsigned char *fresh, ptrdiff_t count, T neg_lr, int decay, T wd,      \
+                            int maximize, T mu, T damp_keep, int damped, int nesterov) {                 \
+        for (ptrdiff_t t = 0; t < count; t++) {                                                         \
+            T *b = buf ? (T *)(intptr_t)buf[t] : NULL;                                                  \
+            xp_sgd_##SUF((T *)(intptr_t)w[t], (const T *)(intptr_t)g[t], b, (ptrdiff_t)n[t], neg_lr,    \
+                         decay, wd, maximize, mu, damp_keep, (fresh && fresh[t]) ? 0 : damped,          \
+                         nesterov);                                                                     \
+        }                                                                                               \
+    }
+
+XP_SGD_GROUP(float, f32)
+XP_SGD_GROUP(double, f64)

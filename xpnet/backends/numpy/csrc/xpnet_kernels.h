@@ -13,6 +13,7 @@
 #define XPNET_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* conv.c: few-channel float32 convolutions on wide rows (-ffp-contract=fast) */
 void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
@@ -77,5 +78,14 @@ void xp_sgd_f32(float *w, const float *g, float *buf, ptrdiff_t n, float neg_lr,
                 float mu, float damp_keep, int damped, int nesterov);
 void xp_sgd_f64(double *w, const double *g, double *buf, ptrdiff_t n, double neg_lr, int decay, double wd,
                 int maximize, double mu, double damp_keep, int damped, int nesterov);
+/* optim.c: the SGD update of a parameter group in one call: count tensors, given by tables of their
+ * addresses (w, g, buf; buf NULL without momentum) and sizes; fresh[t]: tensor t's buffer was just
+ * made (its first momentum step, undamped) */
+void xp_sgd_group_f32(const int64_t *w, const int64_t *g, const int64_t *buf, const int64_t *n,
+                      const unsigned char *fresh, ptrdiff_t count, float neg_lr, int decay, float wd, int maximize,
+                      float mu, float damp_keep, int damped, int nesterov);
+void xp_sgd_group_f64(const int64_t *w, const int64_t *g, const int64_t *buf, const int64_t *n,
+                      const unsigned char *fresh, ptrdiff_t count, double neg_lr, int decay, double wd, int maximize,
+                      double mu, double damp_keep, int damped, int nesterov);
 
 #endif /* XPNET_KERNELS_H */
