@@ -173,8 +173,11 @@ GEMM_PARALLEL_MIN_MACS = 1 << 23
 # second thread adds little bandwidth. Two-part / one-thread time, ReLU: 16x at 1e4, 3.1x at 1e5,
 # 1.4x at 3e5, 1.3-1.8x at 1e6, 1.06-1.7x at 3e6, 1.03-1.34x at 1e7, 0.99-1.0x at 3e7 and 1e8;
 # SGD with momentum (3 arrays): 8.7x at 1e4, 2.7x at 1e5, 1.2x at 3e5-1e6, 1.03-1.5x at 3e6,
-# 0.72-1.04x at 1e7, 0.68-1.0x at 3e7, 1.02x at 1e8
-ELEMENTWISE_PARALLEL_MIN = 1 << 23
+# 0.72-1.04x at 1e7, 0.68-1.0x at 3e7, 1.02x at 1e8. Those sweeps ran with the other core busy; in a
+# training step the other core is idle while ReLU runs, and VGG's ReLUs (4 Mi elements each, batch 64)
+# took 0.233 s on one thread against 0.102 s in two parts (6 steps of VGG-11-BN, cProfile), so the
+# split starts at 4 Mi elements as it did before the sweeps: 2 Mi per part
+ELEMENTWISE_PARALLEL_MIN = 1 << 21
 
 
 def split_count(work: int, min_part: int | None = None) -> int:
