@@ -6,6 +6,10 @@ those entries before anything is built from it; ``check_model_state``, ``check_o
 ``check_scheduler_state`` check the tensors and states against the objects they are loaded into
 before anything changes; ``nonfinite_report`` finds the first NaN/inf in a live model and optimizer.
 Every failure is a CheckpointError whose one-line message names the file and the field.
+
+Host-side module: it imports NumPy to read the file's bytes into host arrays (a checkpoint is read
+on the host before anything is moved to a device); checks of live model and optimizer arrays take
+the namespace from the array (``backend_of(array).xp``), so they run on every backend.
 """
 
 from __future__ import annotations

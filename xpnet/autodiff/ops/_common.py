@@ -138,3 +138,26 @@ def pick_keepdims(op, keepdims, keepdim):
 def keepdims_shape(shape, axes):
     """``shape`` with each of ``axes`` set to 1 (the keepdims shape of a reduction)."""
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+NUMBER = (int, float, bool)  # Python numbers: mixed with Tensors, they get no gradient
+
+
+def save_operands(ctx, a, b):
+    """Record the operands' shapes and dtypes (not the arrays) for unbroadcast in backward."""
+    if isinstance(a, NUMBER):
+        ctx.a_shape, ctx.a_dtype = (), None
+    else:
+        ctx.a_shape, ctx.a_dtype = a.shape, a.dtype
+    if isinstance(b, NUMBER):
+        ctx.b_shape, ctx.b_dtype = (), None
+    else:
+        ctx.b_shape, ctx.b_dtype = b.shape, b.dtype
+
+
+def check_operands(op, a, b):
+    """A binary op needs at least one Tensor or array: two Python numbers are a TypeError."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        if isinstance(a, NUMBER) and isinstance(b, NUMBER):
+            raise TypeError(f"{op}: expected at least one Tensor or array, got {type(a).__name__} "
+                            f"and {type(b).__name__}")
