@@ -193,9 +193,7 @@ class Function:
             check_same_device(*[a for a in raw if a is not None and not isinstance(a, _PLAIN)],
                               op=cls.__name__)
 
-        ctx = _new_context(Context)
-        ctx._saved = ()
-        ctx.needs_input_grad = tuple(needs)
+        ctx = Context(tuple(needs))
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
@@ -205,31 +203,16 @@ class Function:
             raise named from exc
         multi = type(out) is tuple
         if any_requires and cls.differentiable and _grad_enabled.get():
-            node = _new_node(Node)
-            node.fn = cls
-            node.ctx = ctx
-            node.inputs = tuple([a if isinstance(a, Tensor) else None for a in args])
-            node.freed = False
+            inputs = tuple([a if isinstance(a, Tensor) else None for a in args])
             if multi:
-                node.n_outputs = len(out)
-                node.out_meta = tuple([(o.shape, o.dtype) for o in out])
+                node = Node(cls, ctx, inputs, len(out), tuple([(o.shape, o.dtype) for o in out]))
                 results = tuple([Tensor._from_op(o, node, i) for i, o in enumerate(out)])
-            else:
-                node.n_outputs = 1
-                node.out_meta = None  # read for multi-output nodes only (zeros for unused outputs)
-                result = _new_tensor(Tensor)
-                result.data = out
-                result.grad = None
-                result._node = node
-                result.requires_grad = True
+            else:  # out_meta is read for multi-output nodes only (zeros for unused outputs)
+                result = Tensor._from_op(out, Node(cls, ctx, inputs, 1, None), 0)
         elif multi:
             results = tuple([Tensor._wrap(o) for o in out])
         else:
-            result = _new_tensor(Tensor)
-            result.data = out
-            result.grad = None
-            result._node = None
-            result.requires_grad = False
+            result = Tensor._wrap(out)
 
         if _forward_mode.get() and cls.differentiable:
             tensor_inputs = [a if isinstance(a, Tensor) else None for a in args]
@@ -244,9 +227,6 @@ class Function:
         return results if multi else result
 
 
-_new_context = object.__new__  # Context and Node: slots set in apply, without an __init__ call
-_new_node = object.__new__
-_new_tensor = object.__new__
 
 _NUMBERS = frozenset((int, float, bool, complex))
 _PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsis))

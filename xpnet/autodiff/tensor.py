@@ -17,8 +17,6 @@ from ..backends import (
 )
 from ..backends import transfer as _transfer
 
-_new_tensor = object.__new__
-
 
 class Tensor:
     """A raw array of the current backend (``.data``) with autodiff bookkeeping.
@@ -177,12 +175,7 @@ class Tensor:
             data = g if owned else fresh_copy(g)
         else:
             data = grad.data + g
-        grad = _new_tensor(Tensor)  # Tensor._wrap, inline: once per leaf per backward
-        grad.data = data
-        grad.grad = None
-        grad._node = None
-        grad.requires_grad = False
-        self.grad = grad
+        self.grad = Tensor._wrap(data)
 
     def detach(self):
         return Tensor(self.data)
