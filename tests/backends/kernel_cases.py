@@ -22,6 +22,8 @@ import contextlib
 import importlib
 from typing import NamedTuple
 
+import os
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,20 @@ def layout(a, channels_last):
 
 def case_ids(cases, prefix="case"):
     return [f"{prefix}{i}" for i in range(len(cases))]
+
+
+def passes_in_forked_child(check) -> bool:
+    """Whether ``check()`` returns True in a forked child (which then exits): the kernels' worker
+    pools must start afresh there, without the parent's threads."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.write(write, b"ok" if check() else b"mismatch")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 16)
+    os.close(read)
+    return answer == b"ok" and status == 0

@@ -45,7 +45,7 @@ import warnings
 
 import numpy as np
 
-from . import header
+from . import header, runtime
 
 # each source with its own floating-point contraction: the convolution loops want fused multiply-adds;
 # the others must round each operation as the NumPy code they replace (or the generic rule) does
@@ -56,7 +56,10 @@ SOURCES = {
     "norm.c": "-ffp-contract=off",
     "activation.c": "-ffp-contract=off",
     "optim.c": "-ffp-contract=off",
+    "parallel.c": "-ffp-contract=off",
 }
+# headers the sources include besides the exported one (part of the build's hash)
+INTERNAL_HEADERS = ("xpnet_parallel.h",)
 CSRC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 
 # the dtypes the compiled kernels come in (``kernel`` picks the _f32 or _f64 function)
@@ -104,7 +107,7 @@ def _cpu_signature() -> str:
 
 def _source_text() -> bytes:
     parts = []
-    for name, flags in list(SOURCES.items()) + [(header.HEADER_NAME, "")]:
+    for name, flags in list(SOURCES.items()) + [(h, "") for h in (header.HEADER_NAME, *INTERNAL_HEADERS)]:
         with open(os.path.join(CSRC_DIR, name), "rb") as src:
             parts.append(name.encode() + b"\0" + src.read() + flags.encode())
     return b"".join(parts)
@@ -112,7 +115,7 @@ def _source_text() -> bytes:
 
 def _flag_sets():
     # -Werror=missing-prototypes: every exported function must be declared in the header
-    common = ["-O3", "-fPIC", "-std=c99", "-Werror=missing-prototypes"]
+    common = ["-O3", "-fPIC", "-std=c99", "-pthread", "-Werror=missing-prototypes"]
     return [common + ["-march=native"], common]
 
 
@@ -395,6 +398,8 @@ def library():
         with _lock:
             if not _state["loaded"]:
                 _state["lib"], _state["reason"], warning = _load()
+                if _state["lib"] is not None:  # the kernels' own threads: as many as the NumPy kernels use
+                    _state["lib"].xp_threads_configure(runtime.NUM_WORKERS, runtime.NATIVE_SPIN_US)
                 _state["loaded"] = True
         if warning:  # once per load, outside the lock (an error filter must not leave it half done)
             warnings.warn(warning, RuntimeWarning, stacklevel=2)

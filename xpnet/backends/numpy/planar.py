@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import native
+from . import native, runtime
 from .im2col import Col2ImInputGrad, chunk
 from .layout import column_sums, frame_into, nhwc, sum_partials
 from .native import ptr
-from .runtime import parallel, workspace
+from .runtime import parallel, split_count, workspace
 
 # both channel counts at most this: such narrow convolutions are bound by im2col's short copies and
 # by GEMMs a few columns wide in NHWC, not by arithmetic (LeNet's 1->6 and 6->16 layers). At 32
@@ -134,84 +134,78 @@ class WideConv:
         """Offsets of the flattened (channel, i, j) taps in a buffer of ``plane``-long planes."""
         return (np.arange(channels, dtype=np.int64)[:, None] * plane + self.offsets[None, :]).reshape(-1)
 
-    def frame_planes(self, lib, buf, x, n0, n1):
-        """Images [n0, n1) of x into their zero-framed planes of ``buf`` (N, C, plane)."""
-        _frame(lib, x[n0:n1], buf[n0:n1], self.wp, 0, self.pt, self.pl)
+    def frame_planes(self, lib, buf, x, parts):
+        """The images of x into their zero-framed planes of ``buf`` (N, C, plane), in ``parts``."""
+        _frame(lib, x, buf, self.wp, 0, self.pt, self.pl, parts)
 
-    def frame_grad(self, lib, buf, g, n0, n1, sums=None):
-        """Images [n0, n1) of G into the (N, O, gplane) buffer, at ``reach`` + wide position, zero
-        elsewhere; ``sums`` (float64, O) += the sums of G per channel."""
-        _frame(lib, g[n0:n1], buf[n0:n1], self.wp, self.reach, 0, 0, sums)
+    def frame_grad(self, lib, buf, g, parts, sums=None):
+        """G into the (N, O, gplane) buffer, at ``reach`` + wide position, zero elsewhere, in ``parts``;
+        ``sums`` (float64, (parts, O)): row p += the sums per channel of part p's images."""
+        _frame(lib, g, buf, self.wp, self.reach, 0, 0, parts, sums)
 
     def images_per_block(self, per_image):
         return max(1, (256 << 10) // max(1, per_image * 4))
 
 
-def _frame(lib, src, dst, row, head, top, left, sums=None):
+def _frame(lib, src, dst, row, head, top, left, parts, sums=None):
     """xp_frame: each (image, channel) plane of ``src`` into its zero-framed plane of ``dst``."""
     n, c, h, w = src.shape
     s = [st // src.itemsize for st in src.strides]
     lib.xp_frame(ptr(src), *s, n, c, h, w, ptr(dst), dst.strides[0] // dst.itemsize, dst.shape[2], row, head,
-                 top, left, None if sums is None else ptr(sums))
+                 top, left, None if sums is None else ptr(sums), parts)
 
 
 def _native_conv_forward(lib, x, w, b, padding, dilation, out_hw):
-    """y (N, O, OH, OW), NCHW-contiguous, through xp_conv_wide; the batch split over the workers."""
+    """y (N, O, OH, OW), NCHW-contiguous, through xp_frame and xp_conv_wide; the images split over the
+    compiled kernels' own threads (runtime.CONV_PARALLEL_MIN_MACS per part)."""
     wc = WideConv(x.shape, w, padding, dilation, out_hw)
     n, c, o = wc.n, wc.c, wc.o
+    parts = min(n, split_count(n * wc.p * c * wc.kk * o, runtime.CONV_PARALLEL_MIN_MACS))
     planes = workspace("wide_x", (n, c, wc.plane), x.dtype)
     taps = wc.taps(c, wc.plane)
     wmat = np.ascontiguousarray(w.reshape(o, -1))
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((n, o, wc.oh, wc.ow), dtype=x.dtype)
-
-    def work(n0, n1):
-        wc.frame_planes(lib, planes, x, n0, n1)
-        scratch = workspace("wide_out", (o, wc.p16), x.dtype)
-        lib.xp_conv_wide(ptr(planes[n0]), c * wc.plane, ptr(taps), taps.size, ptr(wmat), o,
-                         None if bias is None else ptr(bias), wc.p16, wc.oh, wc.wp, 0, wc.ow, ptr(scratch),
-                         ptr(y[n0]), o * wc.oh * wc.ow, wc.oh * wc.ow, n1 - n0)
-
-    parallel(work, n, elements=n * wc.p * (c * wc.kk + o))
+    wc.frame_planes(lib, planes, x, parts)
+    scratch = workspace("wide_out", (parts, o, wc.p16), x.dtype)
+    lib.xp_conv_wide(ptr(planes), c * wc.plane, ptr(taps), taps.size, ptr(wmat), o,
+                     None if bias is None else ptr(bias), wc.p16, wc.oh, wc.wp, 0, wc.ow, ptr(scratch), o * wc.p16,
+                     ptr(y), o * wc.oh * wc.ow, wc.oh * wc.ow, n, parts)
     return y
 
 
 def _native_conv_backward(lib, g, x, w, padding, dilation, out_hw, needs):
     """dW through xp_conv_wide_dw, dx through xp_conv_wide over the framed G with the flipped,
-    transposed kernel (see WideConv); db the sums of G, taken while framing it. Each worker
-    returns its images' partial sums."""
+    transposed kernel (see WideConv); db the sums of G, taken while framing it. Each part of the images
+    (over the compiled kernels' threads) keeps its own partial dW and db, added in order."""
     need_x, need_w, need_b = needs
     wc = WideConv(x.shape, w, padding, dilation, out_hw)
     n, c, o, kk = wc.n, wc.c, wc.o, wc.kk
+    parts = min(n, split_count(n * wc.p * c * kk * o, runtime.CONV_PARALLEL_MIN_MACS))
     gbuf = workspace("wide_g", (n, o, wc.gplane), g.dtype)
-    planes = workspace("wide_x", (n, c, wc.plane), g.dtype) if need_w else None
-    x_taps = wc.taps(c, wc.plane)
-    g_taps = wc.taps(o, wc.gplane)
-    wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1) if need_x else None
-    dx = np.empty((n, c, wc.h, wc.w), dtype=g.dtype) if need_x else None
-    dw_block = wc.images_per_block(c * wc.plane + o * wc.gplane)
     item = gbuf.itemsize
-
-    def work(n0, n1):
-        db_part = np.zeros(o, dtype=np.float64) if need_b else None
-        wc.frame_grad(lib, gbuf, g, n0, n1, db_part)
-        dw_part = None
-        if need_w:
-            wc.frame_planes(lib, planes, x, n0, n1)
-            dw_part = np.zeros((o, c * kk), dtype=g.dtype)
-            lib.xp_conv_wide_dw(ptr(planes[n0]), c * wc.plane, ptr(x_taps), x_taps.size,
-                                ptr(gbuf[n0]) + wc.reach * item, o * wc.gplane, wc.gplane, o,
-                                wc.p16, n1 - n0, dw_block, ptr(dw_part))
-        if need_x:
-            scratch = workspace("wide_out", (c, wc.q16), g.dtype)
-            lib.xp_conv_wide(ptr(gbuf[n0]) + wc.q0 * item, o * wc.gplane, ptr(g_taps), g_taps.size, ptr(wflip),
-                             c, None, wc.q16, wc.h, wc.wp, wc.pl, wc.w, ptr(scratch),
-                             ptr(dx[n0]), c * wc.h * wc.w, wc.h * wc.w, n1 - n0)
-        return db_part, dw_part
-
-    results = parallel(work, n, elements=n * wc.p * (c * kk + o))
-    db = sum_partials([r[0] for r in results]).astype(g.dtype) if need_b else None
-    dw = sum_partials([r[1] for r in results]).reshape(w.shape) if need_w else None
+    db_parts = np.zeros((parts, o), dtype=np.float64) if need_b else None
+    wc.frame_grad(lib, gbuf, g, parts, db_parts)
+    db = sum_partials(list(db_parts)).astype(g.dtype) if need_b else None
+    dw = None
+    if need_w:
+        planes = workspace("wide_x", (n, c, wc.plane), g.dtype)
+        wc.frame_planes(lib, planes, x, parts)
+        x_taps = wc.taps(c, wc.plane)
+        dw_parts = np.zeros((parts, o, c * kk), dtype=g.dtype)
+        lib.xp_conv_wide_dw(ptr(planes), c * wc.plane, ptr(x_taps), x_taps.size, ptr(gbuf) + wc.reach * item,
+                            o * wc.gplane, wc.gplane, o, wc.p16, n, wc.images_per_block(c * wc.plane + o * wc.gplane),
+                            ptr(dw_parts), parts)
+        dw = sum_partials(list(dw_parts)).reshape(w.shape)
+    dx = None
+    if need_x:
+        g_taps = wc.taps(o, wc.gplane)
+        wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        dx = np.empty((n, c, wc.h, wc.w), dtype=g.dtype)
+        scratch = workspace("wide_out", (parts, c, wc.q16), g.dtype)
+        lib.xp_conv_wide(ptr(gbuf) + wc.q0 * item, o * wc.gplane, ptr(g_taps), g_taps.size, ptr(wflip), c, None,
+                         wc.q16, wc.h, wc.wp, wc.pl, wc.w, ptr(scratch), c * wc.q16, ptr(dx), c * wc.h * wc.w,
+                         wc.h * wc.w, n, parts)
     return dx, dw, db
 
 

@@ -3,8 +3,9 @@
 Each has the contract of the generic code in ``xpnet/nn/functional/pool.py`` and is tested equal to
 it. Max pooling keeps the argmax offset as uint8, branch-free (masked NumPy operations are several
 times slower on the random masks pooling makes); backward routes the gradient with one masked
-multiply per offset. Channels-last float inputs take the compiled loops (csrc/pool.c), whose channel
-loop runs innermost and vectorizes; on (H, W) planes NumPy's whole-plane passes are faster.
+multiply per offset. Float inputs take the compiled loops (csrc/pool.c) where they apply: channels-last
+ones with the channel loop innermost, and (H, W) planes (NCHW, or the few-channel convolution's
+channel-major output) with a whole output row swept per kernel offset; both loops vectorize.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ class NativeMaxPoolSaved(NamedTuple):
     lib: Any
     arg: Any  # (N, C, OH, OW) over NHWC memory
     x: Any  # the input, for its shape and memory order
+    geometry: tuple  # (kH, kW, sH, sW, pT, pL, dH, dW) as the C kernels take them
+
+
+class NativePlanesSaved(NamedTuple):
+    """What the compiled max pooling over (H, W) planes keeps (see _pool_layout)."""
+
+    lib: Any
+    arg: Any  # (P, OH, OW) winning offsets, uint8, in the planes' order
+    shape: tuple  # x's shape
+    perm: Any  # x's memory order of axes
     geometry: tuple  # (kH, kW, sH, sW, pT, pL, dH, dW) as the C kernels take them
 
 
@@ -133,6 +144,10 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     if lib is not None:
         return _native_max_pool_forward(lib, x, kernel, stride, padding, dilation, out_hw)
     xh, perm = _pool_layout(x)
+    if perm is not None and x.dtype in native.FLOATS and kernel[0] * kernel[1] < 256:
+        lib = native.library()
+        if lib is not None:
+            return _native_planes_forward(lib, xh, x.shape, perm, kernel, stride, padding, dilation, out_hw)
     n, h, w, c = xh.shape
     hp, wp = _pool_padded_shape(h, w, out_hw, kernel, stride, padding, dilation)
     (pt, _), (pl, _) = padding
@@ -176,6 +191,8 @@ def max_pool2d_backward(g, saved):
     forward input's layout."""
     if isinstance(saved, NativeMaxPoolSaved):
         return _native_max_pool_backward(g, saved)
+    if isinstance(saved, NativePlanesSaved):
+        return _native_planes_backward(g, saved)
     arg, shape, kernel, stride, padding, dilation, out_hw, (hp, wp), perm = saved
     h, w = shape[2:]
     n, c = arg.shape[0], arg.shape[3]
@@ -238,6 +255,34 @@ def _native_max_pool_backward(g, saved: NativeMaxPoolSaved):
 
     parallel(work, n, elements=dx.size)
     return dx
+
+
+def _native_planes_forward(lib, planes, shape, perm, kernel, stride, padding, dilation, out_hw):
+    """xp_max_pool_planes_fwd over the (P, H, W, 1) C-contiguous planes of _pool_layout: y and the
+    winning offsets (uint8) as (P, OH, OW) planes, y returned in x's memory order."""
+    count, h, w = planes.shape[:3]
+    oh, ow = out_hw
+    y = np.empty((count, oh, ow, 1), dtype=planes.dtype)
+    arg = np.empty((count, oh, ow), dtype=np.uint8)
+    geometry = (kernel[0], kernel[1], stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1])
+    native.kernel(lib, "xp_max_pool_planes_fwd", planes.dtype)(ptr(planes), h * w, w, count, h, w, ptr(y), ptr(arg),
+                                                               oh, ow, *geometry)
+    return PoolForward(_from_pool_layout(y, perm, shape), NativePlanesSaved(lib, arg, shape, perm, geometry))
+
+
+def _native_planes_backward(g, saved: NativePlanesSaved):
+    """xp_max_pool_planes_bwd: dx as (P, H, W) planes in x's memory order, each window's g added to its
+    winner (written outright when the windows tile the planes)."""
+    lib, arg, shape, perm, geometry = saved
+    count, oh, ow = arg.shape
+    h, w = shape[2:]
+    kh, kw, sh, sw, pt, pl, dh, dw = geometry
+    tiles = (kh, kw, pt, pl, dh, dw) == (sh, sw, 0, 0, 1, 1) and (h, w) == (oh * kh, ow * kw)
+    gp = np.ascontiguousarray(_to_pool_layout(g, perm))
+    dx = (np.empty if tiles else np.zeros)((count, h, w, 1), dtype=g.dtype)
+    native.kernel(lib, "xp_max_pool_planes_bwd", g.dtype)(ptr(gp), ptr(arg), count, oh, ow, ptr(dx), h * w, w, h, w,
+                                                          *geometry, int(tiles))
+    return _from_pool_layout(dx, perm, shape)
 
 
 def _avg_divisor(h, w, kernel, stride, padding, dilation, out_hw, count_include_pad, dtype):

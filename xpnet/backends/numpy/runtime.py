@@ -180,6 +180,14 @@ GEMM_PARALLEL_MIN_MACS = 1 << 23
 ELEMENTWISE_PARALLEL_MIN = 1 << 21
 
 
+# the compiled kernels' own threads (csrc/parallel.c: NUM_WORKERS in all, the caller's included) hand a
+# part over in well under a microsecond while a worker spins on its mailbox, against 20-150 us through
+# the ThreadPoolExecutor above; an idle worker spins this long after its last part, then sleeps
+NATIVE_SPIN_US = 100
+# the few-channel convolutions (planar.py's compiled path), in multiply-adds per part
+CONV_PARALLEL_MIN_MACS = 1 << 19
+
+
 def split_count(work: int, min_part: int | None = None) -> int:
     """How many parts ``parallel`` makes of a job of ``work`` units whose parts must each be at least
     ``min_part`` (the family's threshold above; None: PARALLEL_MIN_ELEMENTS). 1: the calling thread,

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "xpnet_kernels.h"
+#include "xpnet_parallel.h"
 
 typedef float v8 __attribute__((vector_size(32)));
 
@@ -64,9 +65,9 @@ XP_INLINE void fwd_block(const float *x, const ptrdiff_t *tap, int T, const floa
  * o < O, r < rows, s < cols: each image's wide output, P = rows * row positions rounded up to 16,
  * goes to `scratch` (O * P16 floats) and its rows are cropped into y (NCHW strides y_img, y_ch, and
  * cols per row). b may be NULL. */
-void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
-                  const float *b, ptrdiff_t P16, int rows, int row, int col0, int cols, float *scratch,
-                  float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N) {
+static void conv_wide_images(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w,
+                             int O, const float *b, ptrdiff_t P16, int rows, int row, int col0, int cols,
+                             float *scratch, float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N) {
     for (int n = 0; n < N; n++) {
         const float *xn = x + n * x_img;
         for (int o0 = 0; o0 < O; o0 += 4) {
@@ -90,13 +91,36 @@ void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, 
     }
 }
 
+struct conv_wide_job {
+    const float *x, *w, *b;
+    const ptrdiff_t *tap;
+    ptrdiff_t x_img, P16, scratch_part, y_img, y_ch;
+    int T, O, rows, row, col0, cols;
+    float *scratch, *y;
+};
+
+static void conv_wide_part(void *ctx, ptrdiff_t n0, ptrdiff_t n1, int part) {
+    const struct conv_wide_job *j = ctx;
+    conv_wide_images(j->x + n0 * j->x_img, j->x_img, j->tap, j->T, j->w, j->O, j->b, j->P16, j->rows, j->row,
+                     j->col0, j->cols, j->scratch + part * j->scratch_part, j->y + n0 * j->y_img, j->y_img,
+                     j->y_ch, (int)(n1 - n0));
+}
+
+void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
+                  const float *b, ptrdiff_t P16, int rows, int row, int col0, int cols, float *scratch,
+                  ptrdiff_t scratch_part, float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N, int parts) {
+    struct conv_wide_job job = {x, w, b, tap, x_img, P16, scratch_part, y_img, y_ch, T, O, rows, row, col0, cols,
+                                scratch, y};
+    xp_run_parts(conv_wide_part, &job, N, parts);
+}
+
 /* Zero-framed planes: for image n < N and channel c < C, plane dst + n * d_img + c * d_plane gets
  * `head` zeros, then rows of width `row` holding src[n, c, :, :] (H x W, element strides s_n, s_c,
  * s_h, s_w) at row `top`, column `left`, zeros everywhere else up to d_plane. With `sums`, also
  * sums[c] += the sum of src[n, c] (in double). */
-void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptrdiff_t s_w, int N, int C, int H,
-              int W, float *dst, ptrdiff_t d_img, ptrdiff_t d_plane, int row, ptrdiff_t head, int top, int left,
-              double *sums) {
+static void frame_images(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptrdiff_t s_w, int N,
+                         int C, int H, int W, float *dst, ptrdiff_t d_img, ptrdiff_t d_plane, int row,
+                         ptrdiff_t head, int top, int left, double *sums) {
     for (int n = 0; n < N; n++) {
         for (int c = 0; c < C; c++) {
             const float *sp = src + n * s_n + c * s_c;
@@ -129,6 +153,29 @@ void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptr
                 sums[c] += total;
         }
     }
+}
+
+struct frame_job {
+    const float *src;
+    ptrdiff_t s_n, s_c, s_h, s_w, d_img, d_plane, head;
+    int C, H, W, row, top, left;
+    float *dst;
+    double *sums;
+};
+
+static void frame_part(void *ctx, ptrdiff_t n0, ptrdiff_t n1, int part) {
+    const struct frame_job *j = ctx;
+    frame_images(j->src + n0 * j->s_n, j->s_n, j->s_c, j->s_h, j->s_w, (int)(n1 - n0), j->C, j->H, j->W,
+                 j->dst + n0 * j->d_img, j->d_img, j->d_plane, j->row, j->head, j->top, j->left,
+                 j->sums ? j->sums + (ptrdiff_t)part * j->C : NULL);
+}
+
+/* As frame_images, the images split into `parts`; part p adds its sums to sums[p * C + c]. */
+void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptrdiff_t s_w, int N, int C, int H,
+              int W, float *dst, ptrdiff_t d_img, ptrdiff_t d_plane, int row, ptrdiff_t head, int top, int left,
+              double *sums, int parts) {
+    struct frame_job job = {src, s_n, s_c, s_h, s_w, d_img, d_plane, head, C, H, W, row, top, left, dst, sums};
+    xp_run_parts(frame_part, &job, N, parts);
 }
 
 /* dw[q * T + k] += sum over the N images and P positions of g[o0 + q] x[tap[k]], for OB (1-2)
@@ -172,8 +219,8 @@ XP_INLINE void dw_block(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, c
 /* dw[o * T + t] += sum_n sum_{p < P} g[n * g_img + o * g_ch + p] x[n * x_img + tap[t] + p]
  * (P a multiple of 8). Images go in groups of `block` so that a group's planes stay in cache while
  * every (channel, tap) block streams over them; 2 channels x 5 taps keep 10 accumulators. */
-void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
-                     ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw) {
+static void conv_wide_dw_images(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
+                                ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw) {
     if (block < 1)
         block = 1;
     for (int n0 = 0; n0 < N; n0 += block) {
@@ -192,4 +239,25 @@ void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int 
             }
         }
     }
+}
+
+struct dw_job {
+    const float *x, *g;
+    const ptrdiff_t *tap;
+    ptrdiff_t x_img, g_img, g_ch, P;
+    int T, O, block;
+    float *dw;
+};
+
+static void dw_part(void *ctx, ptrdiff_t n0, ptrdiff_t n1, int part) {
+    const struct dw_job *j = ctx;
+    conv_wide_dw_images(j->x + n0 * j->x_img, j->x_img, j->tap, j->T, j->g + n0 * j->g_img, j->g_img, j->g_ch, j->O,
+                        j->P, (int)(n1 - n0), j->block, j->dw + (ptrdiff_t)part * j->O * j->T);
+}
+
+/* As conv_wide_dw_images, the images split into `parts`; part p adds to its own dw + p O T. */
+void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
+                     ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw, int parts) {
+    struct dw_job job = {x, g, tap, x_img, g_img, g_ch, P, T, O, block, dw};
+    xp_run_parts(dw_part, &job, N, parts);
 }

@@ -101,3 +101,213 @@
 
 XP_POOL(float, f32)
 XP_POOL(double, f64)
+
+/* The 2x2, stride-2 window on planes in 8-wide float32 vectors (GCC/Clang vector extensions): the
+ * even and odd columns of two input rows are split by shuffles, and the winner rule above runs as
+ * masks. Each returns how many outputs of the row it did (a multiple of 8); the scalar loop does the
+ * rest. float64 rows take the scalar loop throughout (the _f64 versions do nothing). */
+#include <string.h>
+typedef float xp_v8f __attribute__((vector_size(32)));
+typedef int xp_v8i __attribute__((vector_size(32)));
+typedef unsigned char xp_v8b __attribute__((vector_size(8)));
+
+static inline xp_v8f xp_blend(xp_v8i take, xp_v8f a, xp_v8f b) {
+    return (xp_v8f)(((xp_v8i)a & take) | ((xp_v8i)b & ~take));
+}
+
+static int pool2_fwd_row_f32(const float *r0, const float *r1, float *yr, unsigned char *ar, int OW) {
+    int q = 0;
+    for (; q + 8 <= OW; q += 8) {
+        xp_v8f a, b, c, d;
+        memcpy(&a, r0 + 2 * q, 32);
+        memcpy(&b, r0 + 2 * q + 8, 32);
+        memcpy(&c, r1 + 2 * q, 32);
+        memcpy(&d, r1 + 2 * q + 8, 32);
+        xp_v8f best = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+        xp_v8f v1 = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+        xp_v8f v2 = __builtin_shufflevector(c, d, 0, 2, 4, 6, 8, 10, 12, 14);
+        xp_v8f v3 = __builtin_shufflevector(c, d, 1, 3, 5, 7, 9, 11, 13, 15);
+        xp_v8i k = {0, 0, 0, 0, 0, 0, 0, 0};
+        xp_v8i take = (v1 > best) | (v1 != v1);
+        best = xp_blend(take, v1, best);
+        k = (take & 1) | (k & ~take);
+        take = (v2 > best) | (v2 != v2);
+        best = xp_blend(take, v2, best);
+        k = (take & 2) | (k & ~take);
+        take = (v3 > best) | (v3 != v3);
+        best = xp_blend(take, v3, best);
+        k = (take & 3) | (k & ~take);
+        memcpy(yr + q, &best, 32);
+        xp_v8b kb = __builtin_convertvector(k, xp_v8b);
+        memcpy(ar + q, &kb, 8);
+    }
+    return q;
+}
+
+static int pool2_bwd_row_f32(const float *gr, const unsigned char *ar, float *d0, float *d1, int OW) {
+    int q = 0;
+    for (; q + 8 <= OW; q += 8) {
+        xp_v8f gv;
+        xp_v8b kb;
+        memcpy(&gv, gr + q, 32);
+        memcpy(&kb, ar + q, 8);
+        xp_v8i k = __builtin_convertvector(kb, xp_v8i), gi = (xp_v8i)gv;
+        xp_v8f w0 = (xp_v8f)(gi & (k == 0)), w1 = (xp_v8f)(gi & (k == 1));
+        xp_v8f w2 = (xp_v8f)(gi & (k == 2)), w3 = (xp_v8f)(gi & (k == 3));
+        xp_v8f lo = __builtin_shufflevector(w0, w1, 0, 8, 1, 9, 2, 10, 3, 11);
+        xp_v8f hi = __builtin_shufflevector(w0, w1, 4, 12, 5, 13, 6, 14, 7, 15);
+        memcpy(d0 + 2 * q, &lo, 32);
+        memcpy(d0 + 2 * q + 8, &hi, 32);
+        lo = __builtin_shufflevector(w2, w3, 0, 8, 1, 9, 2, 10, 3, 11);
+        hi = __builtin_shufflevector(w2, w3, 4, 12, 5, 13, 6, 14, 7, 15);
+        memcpy(d1 + 2 * q, &lo, 32);
+        memcpy(d1 + 2 * q + 8, &hi, 32);
+    }
+    return q;
+}
+
+static int pool2_fwd_row_f64(const double *r0, const double *r1, double *yr, unsigned char *ar, int OW) {
+    (void)r0, (void)r1, (void)yr, (void)ar, (void)OW;
+    return 0;
+}
+
+static int pool2_bwd_row_f64(const double *gr, const unsigned char *ar, double *d0, double *d1, int OW) {
+    (void)gr, (void)ar, (void)d0, (void)d1, (void)OW;
+    return 0;
+}
+
+/* Max pooling over (H, W) planes (NCHW memory, or the channel-major planes of the few-channel
+ * convolution): P planes `x_plane` elements apart, rows `x_row` apart, columns contiguous; y and arg
+ * are (P, OH, OW) contiguous. The winner rule is the one above. Each output starts at -inf with its
+ * window's first inside offset (so a window of -inf keeps that one, as when the first inside element
+ * is taken outright); then for each offset (i, j) in order a whole output row is swept over the
+ * columns whose window element is inside, so that the loop over q is branch-free and vectorizes. */
+#define XP_POOL_ROW(T, SW_EXPR)                                                                         \
+    for (int q = q0; q < q1; q++) {                                                                     \
+        T v = xr[q * (SW_EXPR)], b = yr[q];                                                             \
+        int take = v > b || v != v;                                                                     \
+        yr[q] = take ? v : b;                                                                           \
+        ar[q] = take ? k : ar[q];                                                                       \
+    }
+#define XP_POOL_PLANES(T, SUF, NEG_INF)                                                                  \
+    void xp_max_pool_planes_fwd_##SUF(const T *x, ptrdiff_t x_plane, ptrdiff_t x_row, ptrdiff_t P, int H,  \
+                                      int W, T *y, unsigned char *arg, int OH, int OW, int kh, int kw,    \
+                                      int sh, int sw, int pt, int pl, int dh, int dw) {                   \
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && pt == 0 && pl == 0 && dh == 1 && dw == 1 &&        \
+            2 * OH <= H && 2 * OW <= W) { /* the common 2x2 window: one pass per output row */         \
+            for (ptrdiff_t n = 0; n < P; n++)                                                           \
+                for (int p = 0; p < OH; p++) {                                                          \
+                    const T *r0 = x + n * x_plane + (ptrdiff_t)(2 * p) * x_row, *r1 = r0 + x_row;       \
+                    T *yr = y + (n * OH + p) * (ptrdiff_t)OW;                                           \
+                    unsigned char *ar = arg + (n * OH + p) * (ptrdiff_t)OW;                             \
+                    for (int q = pool2_fwd_row_##SUF(r0, r1, yr, ar, OW); q < OW; q++) {                  \
+                        T best = r0[2 * q], v;                                                          \
+                        unsigned char k = 0;                                                            \
+                        int take;                                                                       \
+                        v = r0[2 * q + 1];                                                              \
+                        take = v > best || v != v;                                                      \
+                        best = take ? v : best;                                                         \
+                        k = take ? 1 : k;                                                               \
+                        v = r1[2 * q];                                                                  \
+                        take = v > best || v != v;                                                      \
+                        best = take ? v : best;                                                         \
+                        k = take ? 2 : k;                                                               \
+                        v = r1[2 * q + 1];                                                              \
+                        take = v > best || v != v;                                                      \
+                        yr[q] = take ? v : best;                                                        \
+                        ar[q] = take ? 3 : k;                                                           \
+                    }                                                                                   \
+                }                                                                                       \
+            return;                                                                                     \
+        }                                                                                               \
+        for (ptrdiff_t n = 0; n < P; n++)                                                               \
+            for (int p = 0; p < OH; p++) {                                                              \
+                T *yr = y + (n * OH + p) * (ptrdiff_t)OW;                                               \
+                unsigned char *ar = arg + (n * OH + p) * (ptrdiff_t)OW;                                 \
+                int i0 = 0;                                                                             \
+                while (i0 < kh - 1 && p * sh - pt + i0 * dh < 0)                                        \
+                    i0++;                                                                               \
+                for (int q = 0; q < OW; q++) {                                                          \
+                    int j0 = 0;                                                                         \
+                    while (j0 < kw - 1 && q * sw - pl + j0 * dw < 0)                                    \
+                        j0++;                                                                           \
+                    yr[q] = NEG_INF;                                                                    \
+                    ar[q] = (unsigned char)(i0 * kw + j0);                                              \
+                }                                                                                       \
+                for (int i = 0; i < kh; i++) {                                                          \
+                    int r = p * sh - pt + i * dh;                                                       \
+                    if (r < 0 || r >= H)                                                                \
+                        continue;                                                                       \
+                    for (int j = 0; j < kw; j++) {                                                      \
+                        int off = j * dw - pl; /* column of output q: q sw + off, inside for q0 <= q < q1 */ \
+                        int q0 = off >= 0 ? 0 : (-off + sw - 1) / sw;                                   \
+                        int q1 = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;                           \
+                        if (q1 > OW)                                                                    \
+                            q1 = OW;                                                                    \
+                        const T *xr = x + n * x_plane + r * x_row + off;                                \
+                        const unsigned char k = (unsigned char)(i * kw + j);                            \
+                        if (sw == 2) {                                                                  \
+                            XP_POOL_ROW(T, 2)                                                           \
+                        } else if (sw == 1) {                                                           \
+                            XP_POOL_ROW(T, 1)                                                           \
+                        } else {                                                                        \
+                            XP_POOL_ROW(T, sw)                                                          \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+            }                                                                                           \
+    }                                                                                                   \
+    void xp_max_pool_planes_bwd_##SUF(const T *g, const unsigned char *arg, ptrdiff_t P, int OH, int OW,  \
+                                      T *dx, ptrdiff_t x_plane, ptrdiff_t x_row, int H, int W, int kh,     \
+                                      int kw, int sh, int sw, int pt, int pl, int dh, int dw, int tiles) { \
+        if (tiles && kh == 2 && kw == 2) { /* the common 2x2 window: both rows of a window in one pass */ \
+            for (ptrdiff_t n = 0; n < P; n++)                                                           \
+                for (int p = 0; p < OH; p++) {                                                          \
+                    const T *gr = g + (n * OH + p) * (ptrdiff_t)OW;                                     \
+                    const unsigned char *ar = arg + (n * OH + p) * (ptrdiff_t)OW;                       \
+                    T *d0 = dx + n * x_plane + (ptrdiff_t)(2 * p) * x_row, *d1 = d0 + x_row;            \
+                    for (int q = pool2_bwd_row_##SUF(gr, ar, d0, d1, OW); q < OW; q++) {                  \
+                        const T gv = gr[q];                                                             \
+                        const unsigned char k = ar[q];                                                  \
+                        d0[2 * q] = k == 0 ? gv : (T)0;                                                 \
+                        d0[2 * q + 1] = k == 1 ? gv : (T)0;                                             \
+                        d1[2 * q] = k == 2 ? gv : (T)0;                                                 \
+                        d1[2 * q + 1] = k == 3 ? gv : (T)0;                                             \
+                    }                                                                                   \
+                }                                                                                       \
+            return;                                                                                     \
+        }                                                                                               \
+        if (tiles) { /* windows tile dx exactly (no padding, stride = kernel): every element written */ \
+            for (ptrdiff_t n = 0; n < P; n++)                                                           \
+                for (int p = 0; p < OH; p++) {                                                          \
+                    const T *gr = g + (n * OH + p) * (ptrdiff_t)OW;                                     \
+                    const unsigned char *ar = arg + (n * OH + p) * (ptrdiff_t)OW;                       \
+                    for (int i = 0; i < kh; i++) {                                                      \
+                        T *dr = dx + n * x_plane + (ptrdiff_t)(p * kh + i) * x_row;                     \
+                        for (int j = 0; j < kw; j++) {                                                  \
+                            const unsigned char k = (unsigned char)(i * kw + j);                        \
+                            for (int q = 0; q < OW; q++)                                                \
+                                dr[q * kw + j] = ar[q] == k ? gr[q] : (T)0;                             \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+            return;                                                                                     \
+        }                                                                                               \
+        /* dx zeroed by the caller: each window's g added to its winner */                             \
+        ptrdiff_t delta[256];                                                                           \
+        for (int k = 0; k < 256; k++)                                                                   \
+            delta[k] = (ptrdiff_t)(k / kw) * dh * x_row + (ptrdiff_t)(k % kw) * dw;                      \
+        for (ptrdiff_t n = 0; n < P; n++)                                                               \
+            for (int p = 0; p < OH; p++) {                                                              \
+                const T *gr = g + (n * OH + p) * (ptrdiff_t)OW;                                         \
+                const unsigned char *ar = arg + (n * OH + p) * (ptrdiff_t)OW;                           \
+                T *corner = dx + n * x_plane + (ptrdiff_t)(p * sh - pt) * x_row - pl;                   \
+                for (int q = 0; q < OW; q++)                                                            \
+                    corner[(ptrdiff_t)q * sw + delta[ar[q]]] += gr[q];                                  \
+            }                                                                                           \
+        (void)H;                                                                                        \
+        (void)W;                                                                                        \
+    }
+
+XP_POOL_PLANES(float, f32, -__builtin_inff())
+XP_POOL_PLANES(double, f64, -__builtin_inf())

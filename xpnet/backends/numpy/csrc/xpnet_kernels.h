@@ -15,15 +15,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* conv.c: few-channel float32 convolutions on wide rows (-ffp-contract=fast) */
+/* parallel.c: the kernels' worker threads (threads in all, the caller's included; spin_us: how long
+ * an idle worker waits for the next part before it sleeps) */
+void xp_threads_configure(int threads, int spin_us);
+
+/* conv.c: few-channel float32 convolutions on wide rows (-ffp-contract=fast); the images split into
+ * `parts` over the worker threads, each part with its own slice of scratch (scratch_part floats
+ * apart), of the channel sums (C doubles apart) and of the weight gradient (O T floats apart) */
 void xp_conv_wide(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *w, int O,
                   const float *b, ptrdiff_t P16, int rows, int row, int col0, int cols, float *scratch,
-                  float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N);
+                  ptrdiff_t scratch_part, float *y, ptrdiff_t y_img, ptrdiff_t y_ch, int N, int parts);
 void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptrdiff_t s_w, int N, int C, int H,
               int W, float *dst, ptrdiff_t d_img, ptrdiff_t d_plane, int row, ptrdiff_t head, int top, int left,
-              double *sums);
+              double *sums, int parts);
 void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
-                     ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw);
+                     ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw, int parts);
 
 /* winograd.c: Winograd F(2x2, 3x3) transforms (-ffp-contract=off) */
 void xp_wino_in_f32(const float *x, ptrdiff_t x_img, int Wq, int C, int N, int TH, int TW, float *v,
@@ -52,6 +58,20 @@ void xp_max_pool_bwd_f32(const float *g, const ptrdiff_t *gs, const unsigned cha
 void xp_max_pool_bwd_f64(const double *g, const ptrdiff_t *gs, const unsigned char *arg, const ptrdiff_t *as,
                          int N, int OH, int OW, int C, double *dx, const ptrdiff_t *xs, int kh, int kw, int sh,
                          int sw, int pt, int pl, int dh, int dw, int tiles);
+
+/* pool.c: max pooling over (H, W) planes, columns contiguous (-ffp-contract=off) */
+void xp_max_pool_planes_fwd_f32(const float *x, ptrdiff_t x_plane, ptrdiff_t x_row, ptrdiff_t P, int H, int W,
+                                float *y, unsigned char *arg, int OH, int OW, int kh, int kw, int sh, int sw, int pt,
+                                int pl, int dh, int dw);
+void xp_max_pool_planes_fwd_f64(const double *x, ptrdiff_t x_plane, ptrdiff_t x_row, ptrdiff_t P, int H, int W,
+                                double *y, unsigned char *arg, int OH, int OW, int kh, int kw, int sh, int sw,
+                                int pt, int pl, int dh, int dw);
+void xp_max_pool_planes_bwd_f32(const float *g, const unsigned char *arg, ptrdiff_t P, int OH, int OW, float *dx,
+                                ptrdiff_t x_plane, ptrdiff_t x_row, int H, int W, int kh, int kw, int sh, int sw,
+                                int pt, int pl, int dh, int dw, int tiles);
+void xp_max_pool_planes_bwd_f64(const double *g, const unsigned char *arg, ptrdiff_t P, int OH, int OW,
+                                double *dx, ptrdiff_t x_plane, ptrdiff_t x_row, int H, int W, int kh, int kw, int sh,
+                                int sw, int pt, int pl, int dh, int dw, int tiles);
 
 /* norm.c: batch norm on the (M, C) channels-last matrix, sums in double (-ffp-contract=off) */
 void xp_bn_moments_f32(const float *x, ptrdiff_t M, int C, const float *k, double *sum, double *sq);
