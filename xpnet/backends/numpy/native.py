@@ -2,9 +2,10 @@
 
 The C sources in ``csrc/`` (one per subject, beside the Python module that calls it) are compiled
 once per machine (``cc -O3 -march=native``, the result cached under ``$XPNET_CACHE_DIR`` or
-``~/.cache/xpnet``, named by a hash of the sources, header, compiler, flags and CPU) and loaded with
+``~/.cache/xpnet``, named by a hash of the sources, headers, compiler, flags and CPU) and loaded with
 ctypes, which releases the GIL during each call, so the NumPy kernels' worker threads run them in
-parallel. Everything here is optional: with no compiler or a failed build ``library()`` returns
+parallel; some kernels also split their own loops over the library's pthread pool (csrc/parallel.c,
+configured at load with runtime.NUM_WORKERS threads). Everything here is optional: with no compiler or a failed build ``library()`` returns
 None, as with ``XPNET_NATIVE=0`` (read at every call), and the NumPy kernels take their pure-NumPy
 paths, which the tests hold the compiled ones equal to (the SGD step has none: the optimizer's
 generic rule runs instead); so do dtypes a kernel does not cover (the few-channel convolutions are

@@ -182,9 +182,15 @@ ELEMENTWISE_PARALLEL_MIN = 1 << 21
 
 # the compiled kernels' own threads (csrc/parallel.c: NUM_WORKERS in all, the caller's included) hand a
 # part over in well under a microsecond while a worker spins on its mailbox, against 20-150 us through
-# the ThreadPoolExecutor above; an idle worker spins this long after its last part, then sleeps
-NATIVE_SPIN_US = 100
-# the few-channel convolutions (planar.py's compiled path), in multiply-adds per part
+# the ThreadPoolExecutor above; an idle worker spins this long after its last part, then sleeps. A
+# training step's convolutions are a few hundred microseconds apart, and waking a sleeping worker
+# costs about what the split saves: LeNet-5 at batch 16 (us/step, min / median of 9 rounds) ran
+# 2612 / 2793 with no split, 2678 / 3025 with the split and no spin, 2266 / 2765 spinning 100 us,
+# 2094 / 2397 spinning 1000 us, 2105 / 2418 spinning 5000 us (PyTorch 2078 / 2546 alongside)
+NATIVE_SPIN_US = 1000
+# the few-channel convolutions (planar.py's compiled path), in multiply-adds per part: forward and
+# backward alone, one part / two parts (us): 231 / 152 at 1.9M MACs (LeNet-5's first layer, batch 16),
+# 638 / 385 at 3.8M, 1076 / 721 at 7.1M; 2^17 per part measured the same as 2^19
 CONV_PARALLEL_MIN_MACS = 1 << 19
 
 
