@@ -20,7 +20,7 @@ def test_small_set_is_separate_from_the_default_sets():
 @pytest.mark.parametrize("name", bench.SMALL)
 def test_small_workload_same_loss_in_both_frameworks(name):
     runners = {fw: bench._Runner(fw, name, "cpu") for fw in ("xpnet", "torch")}
-    xp_params = sum(p.size for p in runners["xpnet"].model.parameters())
+    xp_params = sum(p.numel() for p in runners["xpnet"].model.parameters())
     assert xp_params == sum(p.numel() for p in runners["torch"].model.parameters())
     for _ in range(2):  # the first step's loss, and the one after an SGD-momentum update
         losses = {fw: float(r.step().item()) for fw, r in runners.items()}

@@ -9,6 +9,7 @@ from .backends import (  # noqa: F401
     available_backends,
     backend_of,
     check_same_device,
+    device,
     device_of,
     get_backend,
     get_default_dtype,
@@ -48,11 +49,14 @@ from .autodiff.factories import (  # noqa: F401
     zeros_like,
 )
 from .autodiff.ops import *  # noqa: F401,F403
+from .autodiff.ops import return_types  # noqa: F401  -- torch.return_types: (values, indices) pairs
+from .autodiff.tensor_methods import from_numpy  # noqa: F401
 from . import autodiff  # noqa: F401
+from .serialization import SerializationError, load, save  # noqa: F401  -- torch.save / torch.load, no pickle
 
 bool = bool_  # noqa: A001  -- xpnet.bool names the boolean dtype, as torch.bool does
 
-_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda", "amp")
+_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda", "amp", "utils")
 
 
 def __getattr__(name):

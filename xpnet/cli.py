@@ -35,7 +35,7 @@ _EXTRA_COMMANDS: list = []
 def _load_extra_commands():
     import importlib
 
-    for module_name in ("xpnet.train.cli", "xpnet.bench"):
+    for module_name in ("xpnet.train.cli", "xpnet.bench", "xpnet.models.weights"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -1,7 +1,9 @@
-"""Opening user files as hostile input: regular files only, never blocking, every read bounded.
+"""Files on disk: user files read as hostile input (regular files only, never blocking, every read
+bounded), and files written atomically.
 
 Host-side module (standard library only, imports nothing of xpnet, so every layer may use it).
-Dataset readers and checkpoints open their files through here, so the rules live in one place:
+Dataset readers, ``xpnet.save``/``xpnet.load`` and checkpoints open and write their files through
+here, so the rules live in one place:
 
 * only a regular file is read: a directory, FIFO, socket or device (``/dev/zero``) given where a
   file is expected is a ``NotARegularFileError`` (a ValueError) naming the path and what it is. The
@@ -13,6 +15,9 @@ Dataset readers and checkpoints open their files through here, so the rules live
 * a ``MemoryError`` while a file is read or decoded names the file and its size
   (``memory_guard``); other ``OSError`` (permissions, I/O errors) is not a data problem and passes
   through unchanged.
+* a write (``atomic_write_bytes``) goes to a temporary file ``.tmp-XXXXXXXX.part`` in the target's
+  folder, is fsynced and renamed over the target, so readers see the old file or the new one, never
+  half; ``remove_stale_temporaries`` clears what a killed write left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import stat
+import tempfile
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -31,6 +38,8 @@ _KINDS = (
 )
 _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
                | getattr(os, "O_BINARY", 0))
+TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".part"
+TEMP_PATTERN = re.compile(r"\.tmp-[A-Za-z0-9_]{1,64}\.part")  # mkstemp's names with our prefix and suffix
 
 
 class NotARegularFileError(ValueError):
@@ -136,3 +145,76 @@ def memory_guard(path, action: str):
         except OSError:
             size = "size unknown"
         raise MemoryError(f"{path}: out of memory while {action} ({size})") from None
+
+
+# ------------------------------------------------------------------------------------- writing
+def _write_error(exc: OSError, path: str) -> OSError:
+    """``exc`` again (same errno, so the same OSError subclass) with a message naming the file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    message = f"cannot write {name} in {folder}: {reason}"
+    return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
+
+    A symbolic link at ``path`` is replaced by the file, never followed. On failure the temporary
+    file is removed and an OSError with the original errno names the file and the folder.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)  # replaces a link at ``path`` itself
+        except OSError as exc:
+            raise _write_error(exc, path) from exc
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Delete the ``.tmp-XXXXXXXX.part`` files an interrupted ``atomic_write_bytes`` (kill -9) left
+    in ``folder``: regular files whose names match ``TEMP_PATTERN`` exactly; links and anything else
+    are left alone (and never followed). Returns the paths removed. Call it when no save into
+    ``folder`` is under way (a run's start)."""
+    folder = os.fspath(folder)
+    removed = []
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return removed
+    try:
+        for name in os.listdir(dir_fd):
+            if not TEMP_PATTERN.fullmatch(name):
+                continue
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    os.unlink(name, dir_fd=dir_fd)  # unlink never follows a link
+                    removed.append(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+    finally:
+        os.close(dir_fd)
+    return removed

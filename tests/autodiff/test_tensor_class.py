@@ -1,6 +1,6 @@
 """How Tensor and Function are put together: every method and operator is a ``def`` in the Tensor
-class body (nothing installed with setattr), Function carries no patched-in Tensor, and the
-Tensor-or-array unwrapping has one definition."""
+class body or in the one mixin it inherits, TorchMethods (nothing installed with setattr),
+Function carries no patched-in Tensor, and the Tensor-or-array unwrapping has one definition."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.autodiff import Function, Tensor
+from xpnet.autodiff import Function, Tensor, TorchMethods
 
 OPERATORS = [f"__{name}__" for name in ("add sub mul truediv pow matmul").split()]
 OPERATORS += [f"__r{name[2:]}" for name in OPERATORS]
 OPERATORS += [f"__{name}__" for name in "eq ne lt le gt ge neg abs getitem".split()]
 METHODS = ("exp log sqrt abs tanh sigmoid relu clip clamp sum mean max min var std reshape transpose "
            "permute flatten squeeze unsqueeze logsumexp softmax log_softmax maximum minimum argmax argmin "
-           "view expand square split astype float double").split()
-PROPERTIES = "shape dtype ndim size device backend is_leaf grad_fn T mT".split()
+           "view expand square split astype float double size numel dim").split()
+PROPERTIES = "shape dtype ndim device backend is_leaf grad_fn T mT".split()
 
 
 @pytest.mark.parametrize("name", OPERATORS + METHODS)
@@ -40,18 +40,20 @@ def test_property_is_defined_in_the_class_body(name):
 
 
 def test_every_member_is_defined_in_the_class_body():
-    # no base class or mixin supplies methods: what object does not have, Tensor's body defines
-    assert Tensor.__mro__ == (Tensor, object)
-    assert set(dir(Tensor)) - set(dir(object)) <= set(Tensor.__dict__)
-    # and whatever sits in Tensor.__dict__ was written there: a function installed by setattr has
+    # one mixin (the torch surface, tensor_methods.py) and no other base supplies methods: what
+    # object does not have, Tensor's body or TorchMethods' body defines
+    assert Tensor.__mro__ == (Tensor, TorchMethods, object)
+    assert set(dir(Tensor)) - set(dir(object)) <= set(Tensor.__dict__) | set(TorchMethods.__dict__)
+    # and whatever sits in either __dict__ was written there: a function installed by setattr has
     # the qualname of the factory or lambda that made it ("_binary.<locals>.method", "<lambda>")
-    for name, value in Tensor.__dict__.items():
-        if name == "__hash__":
-            continue  # object.__hash__ itself, named in the class body (see the next test)
-        fn = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
-        if callable(fn) and not isinstance(fn, type):
-            assert inspect.isfunction(fn), f"Tensor.{name} is {type(value).__name__}"
-            assert fn.__qualname__ == f"Tensor.{name}", f"Tensor.{name} is {fn.__qualname__}"
+    for cls in (Tensor, TorchMethods):
+        for name, value in cls.__dict__.items():
+            if name == "__hash__":
+                continue  # object.__hash__ itself, named in the class body (see the next test)
+            fn = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+            if callable(fn) and not isinstance(fn, type):
+                assert inspect.isfunction(fn), f"{cls.__name__}.{name} is {type(value).__name__}"
+                assert fn.__qualname__ == f"{cls.__name__}.{name}", f"{cls.__name__}.{name} is {fn.__qualname__}"
 
 
 def test_hash_is_identity_in_the_class_body():

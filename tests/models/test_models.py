@@ -8,7 +8,7 @@ from conftest import to_np
 
 
 def _params(model):
-    return sum(p.size for p in model.parameters())
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_registry_lists_every_family():

@@ -1,9 +1,14 @@
-"""Tensor factories on the current backend, with PyTorch's names."""
+"""Tensor factories on the current backend or the one ``device=`` names (``"cpu"``, ``"cuda:1"``,
+an ``xpnet.device``), with PyTorch's names; and ``Tensor.to``'s differentiable move and cast."""
 
 from __future__ import annotations
 
-from ..backends import backend_name_of, get_backend, get_default_dtype, resolve_dtype, unwrap
+from ..backends import (backend_name_of, backend_of, fresh_copy, get_backend, get_default_dtype,
+                        resolve_dtype, unwrap)
 from ..backends import transfer as _transfer
+from ..backends.devices import parse_to_args, resolve_target
+from . import ops as _ops
+from .function import Function
 from .tensor import Tensor
 
 
@@ -14,7 +19,12 @@ def _shape(size):
 
 
 def _target(device=None, backend=None):
-    return get_backend(backend, device) if (backend is not None or device is not None) else get_backend()
+    """The Backend that ``device=`` / ``backend=`` name: ``"cpu"``, ``"cuda:1"``, an
+    ``xpnet.device``, a backend name, or a device of the current namespace (``"device1"``)."""
+    if backend is None and device is None:
+        return get_backend()
+    name, native = resolve_target(backend, device)
+    return get_backend(get_backend().name if name is None else name, native)
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None, backend=None) -> Tensor:
@@ -107,3 +117,60 @@ def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
 
 def full_like(t, fill_value, dtype=None, requires_grad=False) -> Tensor:
     return _like(fill_value, t, dtype, requires_grad)
+
+
+
+# -- moving and casting Tensors (Tensor.to) -------------------------------------------------------
+
+
+class ToDevice(Function):
+    """y = x on another backend or device (the same values; a fresh copy when it stays put).
+
+    dL/dx = G moved back to x's backend and device; the tangent moves forward like x.
+    """
+
+    @staticmethod
+    def forward(ctx, x, backend=None, device=None):
+        ctx.source = backend_of(x)
+        out = _transfer.to_device(x, backend=backend, device=device)
+        if out is x:
+            out = fresh_copy(x)
+        ctx.target = backend_of(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return _transfer.to_device(g, backend=ctx.source.name, device=ctx.source.device)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return _transfer.to_device(t, backend=ctx.target.name, device=ctx.target.device)
+
+
+def _is_backend(source, name, native) -> bool:
+    """A quick yes for the common no-op (``t.to("cpu")`` on the host); False means "resolve"."""
+    if name is not None and name != source.name:
+        return False
+    return native is None or native is source.device or (type(native) is str and native == source.device_label)
+
+
+def tensor_to(t, *args, **kwargs) -> Tensor:
+    """``Tensor.to``: see its docstring. Returns ``t`` itself when neither device nor dtype
+    changes and ``copy`` is False."""
+    name, native, dtype, _non_blocking, copy = parse_to_args(args, kwargs, "Tensor.to")
+    out = t
+    if name is not None or native is not None:
+        source = backend_of(t.data)
+        if not _is_backend(source, name, native):
+            target = get_backend(source.name if name is None else name, native)
+            if target is not source:  # one Backend per (name, device): identity says "same device"
+                out = ToDevice.apply(t, backend=target.name, device=target.device)
+                copy = False
+    if dtype is not None:
+        data = out.data
+        if data.dtype != resolve_dtype(backend_of(data).xp, dtype):
+            out = _ops.astype(out, dtype)
+            copy = False
+    if copy:
+        out = ToDevice.apply(out)
+    return out

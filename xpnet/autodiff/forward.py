@@ -127,7 +127,7 @@ def grad(f, argnums=None):
         leaves = _leaves(inputs)
         with _function.enable_grad():
             out = f(*leaves)
-        if not isinstance(out, Tensor) or out.size != 1:
+        if not isinstance(out, Tensor) or out.numel() != 1:
             shape = out.shape if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"grad: f must return a one-element Tensor, got {shape}")
         if out.requires_grad:
@@ -157,7 +157,7 @@ def hessian(f, x, eps=None):
     denominator taken as the difference actually represented. The truncation error is
     O(h²) · ∂⁴f and the rounding error O(eps_machine / h), both near 1e-10 relative in float64;
     a quadratic f has no truncation error at all. The result is symmetrised, (H + Hᵀ)/2. It costs
-    2·x.size gradient evaluations, all on x's backend and device.
+    2·x.numel() gradient evaluations, all on x's backend and device.
     """
     from array_api_compat import array_namespace
 

@@ -155,7 +155,7 @@ def gradcheck(f, inputs, eps=None, atol=1e-5, rtol=1e-3, seed=0):
         raise TypeError(f"gradcheck: f must return a Tensor, got {type(out).__name__}")
 
     backend = backend_of(out.data)
-    if out.size == 1:
+    if out.numel() == 1:
         projection_host = np.ones(out.shape, dtype=np.float64)
     else:
         projection_host = np.random.default_rng(seed).standard_normal(out.shape)

@@ -16,12 +16,14 @@ from ..backends import (
     unwrap,
 )
 from ..backends import transfer as _transfer
+from .tensor_methods import TorchMethods
 
 
-class Tensor:
+class Tensor(TorchMethods):
     """A raw array of the current backend (``.data``) with autodiff bookkeeping.
 
     ``.grad`` is a Tensor without history (as in PyTorch): ``p.grad.data`` is an array.
+    The rest of torch.Tensor's everyday methods come from ``TorchMethods`` (tensor_methods.py).
     """
 
     __array_priority__ = 1000  # NumPy defers ``ndarray + Tensor`` to Tensor.__radd__
@@ -80,19 +82,32 @@ class Tensor:
     def ndim(self):
         return self.data.ndim
 
-    @property
-    def size(self):
-        return math.prod(self.data.shape)
+    def size(self, dim=None):
+        """The shape as a tuple (torch's ``size()``), or the length of dimension ``dim``."""
+        if dim is None:
+            return tuple(self.data.shape)
+        ndim = self.data.ndim
+        if not -ndim <= dim < ndim:
+            raise IndexError(f"size: dimension {dim} is out of range for a Tensor of {ndim} dimensions")
+        return self.data.shape[dim]
 
     def numel(self):
-        return self.size
+        """The number of elements."""
+        return math.prod(self.data.shape)
 
     def dim(self):
         return self.ndim
 
     @property
     def device(self):
-        return "cpu" if backend_name_of(self.data) == "numpy" else self.data.device
+        """An ``xpnet.device`` (``device(type='cpu')`` for NumPy, ``cuda:i`` for CuPy) equal to its
+        string (``t.device == "cpu"``); array_api_strict's devices come back as its own Device
+        objects that also equal their names (``"device1"``). See ``xpnet.backends.devices``."""
+        return backend_of(self.data).xpnet_device
+
+    @property
+    def is_cuda(self):
+        return backend_of(self.data).xpnet_device.type == "cuda"
 
     @property
     def backend(self):
@@ -152,7 +167,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward: this Tensor does not require grad and has no graph")
         if grad is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a one-element output, got shape {self.shape}; "
                     "pass grad= of the same shape"
@@ -187,7 +202,7 @@ class Tensor:
 
     # -- conversion ------------------------------------------------------------------------------
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item: only one-element Tensors convert to a Python number, got shape {self.shape}")
         value = to_numpy(self.data).reshape(())
         return value.item()
@@ -215,30 +230,42 @@ class Tensor:
     def __index__(self):
         return int(self.item())
 
-    def to(self, backend=None, device=None, dtype=None):
-        """A copy on another backend/device (and/or dtype); differentiable for a dtype-only cast."""
-        out = self
-        if backend is not None or device is not None:
-            moved = _transfer.to_device(self.data, backend=backend, device=device)
-            out = Tensor(moved, requires_grad=self.requires_grad and self._node is None)
-        if dtype is not None:
-            out = _ops.astype(out, dtype)
-        return out
+    def to(self, *args, **kwargs):
+        """This Tensor on another device and/or in another dtype, as torch's ``Tensor.to``:
+        ``to(device=None, dtype=None, non_blocking=False, copy=False)``, ``to(dtype)``,
+        ``to(other)`` (other's device and dtype); a device may be ``"cpu"``, ``"cuda:1"``, an
+        ``xpnet.device``, a backend name (``"array_api_strict:device1"``) or ``backend=``.
+        Returns self when nothing changes (unless ``copy=True``); otherwise a differentiable move
+        and cast: the gradient flows back to this Tensor. ``non_blocking`` is accepted and ignored."""
+        from .factories import tensor_to
+
+        return tensor_to(self, *args, **kwargs)
+
+    def cpu(self):
+        """This Tensor on the host (``to("cpu")``: the current backend's CPU device, else NumPy)."""
+        return self.to("cpu")
+
+    def cuda(self, device=None, non_blocking: bool = False):
+        """This Tensor on a GPU: the current CUDA device, or ``device`` (an int, ``"cuda:1"``)."""
+        from ..backends.devices import cuda_device
+
+        return self.to(cuda_device(device), non_blocking=non_blocking)
 
     def astype(self, dtype):
         return _ops.astype(self, dtype)
 
     def float(self):
-        return _ops.astype(self, "float32")
+        """This Tensor in float32: itself when it already is (as torch), else a differentiable copy."""
+        return self._cast("float32")
 
     def double(self):
-        return _ops.astype(self, "float64")
+        """This Tensor in float64: itself when it already is, else a differentiable copy."""
+        return self._cast("float64")
 
     # -- in-place helpers for optimizers and init (no graph) -------------------------------------
     def zero_(self):
-        xp = self.backend.xp
-        self.data = xp.zeros_like(self.data)
-        return self
+        """Every element set to 0, under the in-place rules of ``fill_``."""
+        return self.fill_(0)
 
     def copy_(self, other):
         """Overwrite the values with ``other``'s (any backend or device: it is moved here first,

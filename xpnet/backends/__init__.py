@@ -78,6 +78,10 @@ def available_backends() -> dict:
 
 
 def _resolve(name, device) -> Backend:
+    if device is not None or name not in BACKEND_NAMES:  # a device as PyTorch spells it, an alias
+        name, device = _device.resolve_target(name, device)
+        if name is None:  # only a namespace's own device ("device1"): the current backend's namespace
+            name = get_backend().name
     name = canonical_name(name)
     if name == "auto":
         name = "cupy" if unavailable_reason("cupy") is None else "numpy"
@@ -102,8 +106,9 @@ def _derived_seed(key) -> int:
 
 
 def get_backend(name=None, device=None) -> Backend:
-    """The current backend, or the one named (created on first use)."""
-    if name is not None:
+    """The current backend, or the one named (created on first use); a device alone
+    (``get_backend(device="cuda:1")``) picks the backend as ``xpnet.device`` says."""
+    if name is not None or device is not None:
         return _resolve(name, device)
     current = _context.get()
     if current is not None:
@@ -343,7 +348,9 @@ def _check_same_device(arrays, op) -> None:
             )
 
 
-from .transfer import device_of, register_transfer, to_device, to_numpy  # noqa: E402
+from .transfer import device_of, register_transfer, to_numpy  # noqa: E402
+from . import devices as _device  # noqa: E402
+from .devices import device, to_device  # noqa: E402  -- to_device also reads devices as PyTorch spells them
 
 __all__ = [
     "Backend", "HostRNG", "KernelName", "register_kernel", "DType", "dtype_name", "get_default_dtype",
@@ -351,7 +358,8 @@ __all__ = [
     "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",
     "get_backend", "set_backend", "use_backend", "manual_seed", "backend_of", "backend_name_of", "unwrap",
     "describe_device", "check_same_device", "fresh_copy", "to_device", "to_numpy", "device_of",
-    "register_transfer",
+    "register_transfer", "device",
 ]
 
+from . import cudnn, mps  # noqa: E402,F401  -- torch.backends.cudnn / .mps, for programs that ask
 from . import cupy, numpy  # noqa: E402,F401  -- register fast paths (CuPy is imported only when its kernels run)

@@ -83,6 +83,19 @@ class Backend:
     def __repr__(self):
         return f"Backend({self.name!r}, device={self.device_label!r})"
 
+    _xpnet_device = None
+
+    @property
+    def xpnet_device(self):
+        """What ``Tensor.device`` answers for this backend's arrays: an ``xpnet.device`` (cpu,
+        cuda:i), or for array_api_strict its Device that also equals its name (see devices.py)."""
+        found = self._xpnet_device
+        if found is None:
+            from .devices import backend_device
+
+            found = self._xpnet_device = backend_device(self)
+        return found
+
     @property
     def default_dtype(self):
         return resolve_dtype(self.xp, get_default_dtype())

@@ -17,7 +17,6 @@ from ..autodiff.tensor import Tensor
 from ..backends import (
     backend_name_of,
     backend_of,
-    canonical_name,
     describe_device,
     dtype_name,
     get_backend,
@@ -27,7 +26,6 @@ from ..backends import (
     to_device,
 )
 from ..backends import unwrap as _raw
-from ..backends.dtypes import DType
 from .parameter import Parameter
 
 
@@ -74,50 +72,13 @@ def _shape_text(shape) -> str:
 
 
 def factory_backend(device=None):
-    """The Backend a layer built with ``device=`` allocates on.
-
-    ``None`` is the current backend; a backend name (``"cupy"``, ``"array_api_strict"``) or
-    ``"name:device"`` (``"array_api_strict:device1"``, ``"cupy:1"``) selects one; anything else is a
-    device of the current backend's namespace (``"device1"``, ``1``, a native device object).
-    """
+    """The Backend a layer built with ``device=`` allocates on: ``None`` is the current backend;
+    otherwise whatever ``get_backend(device=...)`` reads (``"cpu"``, ``"cuda:1"``,
+    ``xpnet.device(...)``, a backend name, ``"array_api_strict:device1"``, a device of the current
+    backend's namespace such as ``"device1"`` or a native device object)."""
     if device is None:
         return get_backend()
-    if isinstance(device, str):
-        name, _, dev = device.partition(":")
-        try:
-            name = canonical_name(name)
-        except ValueError:
-            name = None
-        if name is not None and name != "auto":
-            return get_backend(name, dev or None)
-        if name == "auto":
-            return get_backend("auto")
-    return get_backend(get_backend().name, device)
-
-
-def _split_to_args(backend, device, dtype):
-    """Read ``m.to(x)`` as PyTorch users write it: ``x`` may be a backend (``"cupy"``), a
-    ``"backend:device"`` string (``"array_api_strict:device1"``, ``"cuda:1"``), a dtype
-    (``xpnet.float64``, ``"float64"``, a native dtype) or a device of the arrays' own namespace
-    (``"device1"``, ``"cpu"``)."""
-    if backend is None or hasattr(backend, "xp"):
-        return backend, device, dtype
-    if isinstance(backend, str):
-        head, _, tail = backend.partition(":")
-        try:
-            canonical_name(head)
-        except ValueError:
-            pass
-        else:
-            return head, (tail or device), dtype
-    if dtype is None:
-        try:
-            return None, device, DType(dtype_name(backend))
-        except TypeError:
-            pass
-    if device is None:
-        return None, backend, dtype
-    return backend, device, dtype
+    return get_backend(device=device)
 
 
 class Module:
@@ -498,12 +459,17 @@ class Module:
                     m._buffers[name] = fn(b)
         return self
 
-    def to(self, backend=None, device=None, dtype=None):
-        """Move every parameter and buffer to ``backend``/``device`` and/or cast floating ones to
-        ``dtype``, in place; returns self. With only ``device``, arrays stay in their namespace.
-        A single positional argument may also be a dtype (``m.to(xpnet.float64)``), a device
-        (``m.to("device1")``) or ``"backend:device"`` (``m.to("array_api_strict:device1")``)."""
-        backend, device, dtype = _split_to_args(backend, device, dtype)
+    def to(self, *args, **kwargs):
+        """Move every parameter and buffer and/or cast the floating ones, in place; returns self.
+
+        As torch's ``Module.to``: ``to(device=None, dtype=None, non_blocking=False)``,
+        ``to(dtype)``, ``to(tensor)`` (its device and dtype). A device is ``"cpu"``, ``"cuda:1"``,
+        an ``xpnet.device``, a backend name or ``"backend:device"``
+        (``m.to("array_api_strict:device1")``), a ``backend=`` keyword, or a device of the arrays'
+        own namespace (``m.to("device1")``: each array stays in its namespace)."""
+        from ..backends.devices import parse_to_args
+
+        backend, device, dtype, _non_blocking, _copy = parse_to_args(args, kwargs, f"{type(self).__name__}.to")
         if backend is not None or device is not None:
             self._apply_to_arrays(lambda a: to_device(a, backend=backend, device=device))
         if dtype is not None:
@@ -531,7 +497,16 @@ class Module:
         return self.to(dtype="float16")
 
     def cpu(self):
-        return self.to(backend="numpy")
+        """Every parameter and buffer on the host: ``to("cpu")`` (the current backend's CPU
+        device, else NumPy)."""
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """Every parameter and buffer on a GPU: the current CUDA device, or ``device`` (an int,
+        ``"cuda:1"``)."""
+        from ..backends.devices import cuda_device
+
+        return self.to(cuda_device(device))
 
     def _transfer(self, backend, device):
         # to_device(model) with no target moves to the current backend, like a bare array

@@ -5,41 +5,37 @@ Layout of one file:
             array in the optimizer state;
   metadata  ``xpnet`` -> a JSON document: format version, epoch, model name and options,
             optimizer class, param groups and scalar state, scheduler state, RNG states, history.
-Nothing is ever unpickled. A save writes a temporary file ``.tmp-XXXXXXXX.part`` in the same folder,
-fsyncs it and renames it over the target (a link planted there is replaced, never followed), so a
-crash mid-save leaves the previous checkpoint intact; ``remove_stale_temporaries`` clears what a
-killed save left behind.
+Nothing is ever unpickled. A save goes through ``xpnet.safe_io.atomic_write_bytes``: a temporary
+file ``.tmp-XXXXXXXX.part`` in the same folder, fsynced and renamed over the target (a link planted
+there is replaced, never followed), so a crash mid-save leaves the previous checkpoint intact;
+``remove_stale_temporaries`` clears what a killed save left behind.
 
 Reading accepts regular files only, reads the 8-byte header length, checks the header (at most
-``MAX_HEADER_BYTES``), every tensor entry, the file size and the xpnet document
-(``check_header``) before the body is read, then reads exactly the body. Loading checks every
-tensor and state against the model, optimizer and scheduler first, then applies them as one
-transaction: on any failure model, optimizer, scheduler and RNG are left exactly as they were.
+``MAX_HEADER_BYTES``), every tensor entry and the file size (``xpnet.safetensors_file``) and the
+xpnet document (``check_header``) before the body is read, then reads exactly the body. Loading
+checks every tensor and state against the model, optimizer and scheduler first, then applies them
+as one transaction: on any failure model, optimizer, scheduler and RNG are left exactly as they were.
 Every failure is a CheckpointError whose one-line message names the file and the field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
-import re
-import stat
-import tempfile
 
 from ..backends import backend_name_of, to_numpy
-from ..safe_io import NotARegularFileError, open_regular_fd
-from .checkpoint_validate import (FORMAT, MAX_HEADER_BYTES, VERSION, CheckpointError, array_from_body,
-                                  check_header, check_model_state, check_optimizer_state, check_scheduler_state,
-                                  fail, loads_json, nonfinite_report, optimizer_state_from, parse_file_header,
-                                  restore_keys)
+from ..safe_io import TEMP_PATTERN, NotARegularFileError, atomic_write_bytes, open_regular_fd, remove_stale_temporaries
+from ..safetensors_file import (MAX_HEADER_BYTES, SafetensorsFileError, array_from_body, loads_json,
+                                parse_file_header)
+from .checkpoint_validate import (FORMAT, VERSION, CheckpointError, check_header, check_model_state,
+                                  check_optimizer_state, check_scheduler_state, fail, nonfinite_report,
+                                  optimizer_state_from, restore_keys)
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "MAX_HEADER_BYTES", "TEMP_PATTERN", "atomic_write_bytes",
            "assert_finite_state", "check_header", "load_checkpoint", "nonfinite_report", "read_checkpoint",
            "read_checkpoint_header", "remove_stale_temporaries", "save_checkpoint"]
-
-TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".part"
-TEMP_PATTERN = re.compile(r"\.tmp-[A-Za-z0-9_]{1,64}\.part")  # mkstemp's names with our prefix and suffix
 
 
 def _split_optimizer_state(opt_state: dict):
@@ -69,78 +65,6 @@ def _jsonable(value):
 
 
 # ------------------------------------------------------------------------------------- writing
-def _write_error(exc: OSError, path: str) -> OSError:
-    """``exc`` again (same errno, so the same OSError subclass) with a message naming the file."""
-    folder, name = os.path.split(os.path.abspath(path))
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    message = f"cannot write {name} in {folder}: {reason}"
-    return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
-
-    A symbolic link at ``path`` is replaced by the file, never followed. On failure the temporary
-    file is removed and an OSError with the original errno names the file and the folder.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
-    try:
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)  # replaces a link at ``path`` itself
-        except OSError as exc:
-            raise _write_error(exc, path) from exc
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_temporaries(folder) -> list:
-    """Delete the ``.tmp-XXXXXXXX.part`` files an interrupted ``atomic_write_bytes`` (kill -9) left
-    in ``folder``: regular files whose names match ``TEMP_PATTERN`` exactly; links and anything else
-    are left alone (and never followed). Returns the paths removed. Call it when no save into
-    ``folder`` is under way (a run's start)."""
-    folder = os.fspath(folder)
-    removed = []
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return removed
-    try:
-        for name in os.listdir(dir_fd):
-            if not TEMP_PATTERN.fullmatch(name):
-                continue
-            try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode):
-                    os.unlink(name, dir_fd=dir_fd)  # unlink never follows a link
-                    removed.append(os.path.join(folder, name))
-            except FileNotFoundError:
-                continue
-    finally:
-        os.close(dir_fd)
-    return removed
-
-
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, extra=None) -> str:
     """Save model, optimizer, scheduler, RNG states and ``extra`` (JSON-able) to ``path``.
 
@@ -208,6 +132,17 @@ def _read_exactly(fd, count, path, what):
     return buffer
 
 
+@contextlib.contextmanager
+def _as_checkpoint_error(path):
+    """A safetensors format error inside the block, raised as the CheckpointError naming ``path``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except SafetensorsFileError as exc:
+        raise fail(path, exc.reason) from None
+
+
 def _read_head(fd, size, path):
     """(header, entries, body size) from the first 8 + N bytes; nothing else is read."""
     if size < 8:
@@ -218,10 +153,11 @@ def _read_head(fd, size, path):
     if 8 + header_len > size:
         raise fail(path, f"header length field says {header_len} bytes but the file is {size} bytes (truncated)")
     raw = _read_exactly(fd, header_len, path, "header")
-    entries, metadata, body_size = parse_file_header(raw, path, header_len, size)
-    if "xpnet" not in metadata:
-        raise CheckpointError(f"{path!r} is a safetensors file but not an xpnet checkpoint (no xpnet header)")
-    header = loads_json(metadata["xpnet"], path, "header field '__metadata__.xpnet'")
+    with _as_checkpoint_error(path):
+        entries, metadata, body_size = parse_file_header(raw, path, header_len, size)
+        if "xpnet" not in metadata:
+            raise CheckpointError(f"{path!r} is a safetensors file but not an xpnet checkpoint (no xpnet header)")
+        header = loads_json(metadata["xpnet"], path, "header field '__metadata__.xpnet'")
     check_header(header, entries, path)
     return header, entries, body_size
 
@@ -247,7 +183,8 @@ def read_checkpoint(path):
         body = _read_exactly(fd, body_size, path, "tensor data")
     finally:
         os.close(fd)
-    tensors = {name: array_from_body(body, entry, name, path) for name, entry in entries.items()}
+    with _as_checkpoint_error(path):
+        tensors = {name: array_from_body(body, entry, name, path) for name, entry in entries.items()}
     return header, tensors
 
 

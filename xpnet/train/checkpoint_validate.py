@@ -1,160 +1,47 @@
 """Checks behind xpnet checkpoints: every file is hostile until proven otherwise.
 
-``parse_file_header`` checks the safetensors layout (header length, tensor entries, offsets, file
-size) from the first bytes of the file; ``check_header`` checks the xpnet JSON document against
-those entries before anything is built from it; ``check_model_state``, ``check_optimizer_state`` and
+The safetensors layout (header length, tensor entries, offsets, file size) is checked by
+``xpnet.safetensors_file``; ``check_header`` checks the xpnet JSON document against those entries
+before anything is built from it; ``check_model_state``, ``check_optimizer_state`` and
 ``check_scheduler_state`` check the tensors and states against the objects they are loaded into
 before anything changes; ``nonfinite_report`` finds the first NaN/inf in a live model and optimizer.
 Every failure is a CheckpointError whose one-line message names the file and the field.
 
-Host-side module: it imports NumPy to read the file's bytes into host arrays (a checkpoint is read
-on the host before anything is moved to a device); checks of live model and optimizer arrays take
-the namespace from the array (``backend_of(array).xp``), so they run on every backend.
+Host-side module: it imports NumPy to check the host arrays read from the file (a checkpoint is
+read on the host before anything is moved to a device); checks of live model and optimizer arrays
+take the namespace from the array (``backend_of(array).xp``), so they run on every backend.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 
 import numpy as np
 
 from ..backends import backend_name_of, backend_of, dtype_name, unwrap
+from ..safetensors_file import SafetensorsFileError, is_int, json_type, numel, show
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors JSON header of one file, at most (100 MiB)
 MAX_OPTION_INT = 65536                # an integer model option (num_classes, in_channels, ...), at most
 SMALL_OPTION_INT = 256                # larger integer options must be a dimension of a tensor in the file
 INPUT_VOLUME_FLOOR = 3 * 64 * 64      # in_channels * input_size**2 beyond this must fit the largest tensor
 MAX_EPOCH = 10**9
-MAX_RANK = 16
-MAX_DIM = 2**40
 MAX_NESTING = 32                      # depth of lists/dicts in header values
 INF_ALLOWED = ("best", "mode_worse")  # scheduler fields that legitimately hold +-inf (ReduceLROnPlateau)
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
 
-# safetensors dtypes -> (bytes per element, NumPy dtype or None when NumPy has no such type)
-DTYPES = {
-    "BOOL": (1, "|b1"), "U8": (1, "|u1"), "I8": (1, "|i1"), "U16": (2, "<u2"), "I16": (2, "<i2"),
-    "U32": (4, "<u4"), "I32": (4, "<i4"), "U64": (8, "<u8"), "I64": (8, "<i8"), "F16": (2, "<f2"),
-    "F32": (4, "<f4"), "F64": (8, "<f8"), "BF16": (2, None), "F8_E4M3": (1, None), "F8_E5M2": (1, None),
-    "C64": (8, None),
-}
 
-
-class CheckpointError(ValueError):
+class CheckpointError(SafetensorsFileError):
     """A checkpoint file is missing, corrupt, or does not fit the model it is loaded into."""
-
-
-def show(value, limit: int = 80) -> str:
-    """A file-supplied value for a one-line message: repr, shortened."""
-    text = repr(value) if not isinstance(value, str) else repr(value[:limit]) + ("..." if len(value) > limit else "")
-    return text if len(text) <= limit + 10 else text[:limit] + "..."
 
 
 def fail(path, message: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {str(path)!r}: " + " ".join(str(message).split()))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _type(v) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a bool", int: "an int", float: "a float",
-            type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def loads_json(text, path, what):
-    """JSON with duplicate keys refused; CheckpointError naming ``what`` on any problem."""
-    def pairs(items):
-        out = {}
-        for key, value in items:
-            if key in out:
-                raise ValueError(f"duplicate key {show(key)}")
-            out[key] = value
-        return out
-
-    try:
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8")
-        return json.loads(text, object_pairs_hook=pairs)
-    except (ValueError, RecursionError, TypeError) as exc:
-        raise fail(path, f"{what} is not valid JSON ({exc})") from None
-
-
-def numel(shape) -> int:
-    return math.prod(shape)
-
-
-# --------------------------------------------------------------------------------- file layout
-def parse_file_header(raw: bytes, path, header_len: int, file_size: int):
-    """{name: {'dtype', 'shape', 'begin', 'end'}}, metadata dict and body size of a safetensors
-    header; checks entries, offsets (contiguous, covering the body) and the file size."""
-    doc = loads_json(raw, path, "the safetensors header")
-    if not isinstance(doc, dict):
-        raise fail(path, f"the safetensors header is {_type(doc)}, expected an object")
-    metadata = doc.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise fail(path, "header field '__metadata__' must map names to strings")
-    entries = {}
-    for name, entry in doc.items():
-        field = f"tensor {show(name)}"
-        if not name:
-            raise fail(path, "a tensor has an empty name")
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise fail(path, f"{field} must be an object with exactly 'dtype', 'shape' and 'data_offsets'")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPES:
-            raise fail(path, f"{field} has unknown dtype {show(dtype)} (expected one of {', '.join(DTYPES)})")
-        if DTYPES[dtype][1] is None:
-            raise fail(path, f"{field} has dtype {dtype}, which xpnet checkpoints do not use (NumPy has no such type)")
-        if (not isinstance(shape, list) or len(shape) > MAX_RANK
-                or not all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape)):
-            raise fail(path, f"{field} has shape {show(shape)}; expected a list of at most {MAX_RANK} "
-                             f"non-negative ints up to {MAX_DIM}")
-        if math.prod(d for d in shape if d) > MAX_DIM:
-            raise fail(path, f"{field} has shape {show(shape)}, too many elements")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
-            raise fail(path, f"{field} has data_offsets {show(offsets)}; expected [begin, end]")
-        begin, end = offsets
-        want = DTYPES[dtype][0] * numel(shape)
-        if not 0 <= begin <= end or end - begin != want:
-            raise fail(path, f"{field} has data_offsets [{begin}, {end}] but dtype {dtype} and shape "
-                             f"{tuple(shape)} take {want} bytes")
-        entries[name] = {"dtype": dtype, "shape": list(shape), "begin": begin, "end": end}
-    position = 0
-    for name, entry in sorted(entries.items(), key=lambda item: (item[1]["begin"], item[1]["end"])):
-        if entry["begin"] != position:
-            kind = "overlaps the previous one" if entry["begin"] < position else "leaves a gap after the previous one"
-            raise fail(path, f"tensor {show(name)} starts at body byte {entry['begin']} and {kind} "
-                             f"(which ends at {position}); tensors must be contiguous")
-        position = entry["end"]
-    expected = 8 + header_len + position
-    if file_size != expected:
-        how = "truncated" if file_size < expected else f"{file_size - expected} bytes of padding after the data"
-        raise fail(path, f"file is {file_size} bytes but its header describes 8 + {header_len} + {position} = "
-                         f"{expected} bytes ({how})")
-    return entries, metadata, position
-
-
-def array_from_body(body, entry, name, path):
-    """The NumPy array of one checked entry (writable, aligned)."""
-    dtype = np.dtype(DTYPES[entry["dtype"]][1])
-    count = numel(entry["shape"])
-    if count == 0:
-        return np.zeros(entry["shape"], dtype=dtype)
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=entry["begin"]).reshape(entry["shape"])
-    if not array.flags.aligned:
-        array = array.copy()
-    if entry["dtype"] == "BOOL" and int(array.view(np.uint8).max()) > 1:
-        raise fail(path, f"tensor {show(name)} (BOOL) holds bytes other than 0 and 1")
-    return array
 
 
 # --------------------------------------------------------------------------------- xpnet header
@@ -179,7 +66,7 @@ def _walk(path, value, field, depth=0, nan_ok=False, inf_ok=False):
         if math.isnan(value) and not nan_ok or math.isinf(value) and not inf_ok:
             raise fail(path, f"header field {field!r} is {value}, expected a finite number")
     elif not (value is None or isinstance(value, (str, int, float))):
-        raise fail(path, f"header field {field!r} is {_type(value)}")
+        raise fail(path, f"header field {field!r} is {json_type(value)}")
 
 
 def _want(path, container, key, kind, field, optional=False):
@@ -189,10 +76,10 @@ def _want(path, container, key, kind, field, optional=False):
         raise fail(path, f"header field {field!r} is missing")
     value = container[key]
     ok = {"dict": isinstance(value, dict), "list": isinstance(value, list), "str": isinstance(value, str),
-          "int": _is_int(value)}[kind]
+          "int": is_int(value)}[kind]
     if not ok:
         article = {"dict": "an object", "list": "a list", "str": "a string", "int": "an int"}[kind]
-        raise fail(path, f"header field {field!r} is {_type(value)} ({show(value, 40)}), expected {article}")
+        raise fail(path, f"header field {field!r} is {json_type(value)} ({show(value, 40)}), expected {article}")
     return value
 
 
@@ -212,8 +99,8 @@ def _check_options(path, options, shapes):
                 if not math.isfinite(item):
                     raise fail(path, f"header field {field!r} is {item}, expected a finite number")
                 continue
-            if not _is_int(item):
-                raise fail(path, f"header field {field!r} is {_type(item)}; model options are numbers, "
+            if not is_int(item):
+                raise fail(path, f"header field {field!r} is {json_type(item)}; model options are numbers, "
                                  "bools, short strings or lists of those")
             if not 1 <= item <= MAX_OPTION_INT:
                 raise fail(path, f"header field {field!r} is {item}; a size option must be a positive int "
@@ -222,11 +109,11 @@ def _check_options(path, options, shapes):
                 raise fail(path, f"header field {field!r} is {item}, but no model tensor in the file has a "
                                  "dimension of that size")
     classes = options.get("num_classes")
-    if _is_int(classes) and not any(s and s[0] == classes for s in model_shapes):
+    if is_int(classes) and not any(s and s[0] == classes for s in model_shapes):
         raise fail(path, f"header field 'model.options.num_classes' is {classes}, but no model tensor in the "
                          f"file has {classes} rows (the classifier's weight and bias would)")
     channels, side = options.get("in_channels"), options.get("input_size")
-    if _is_int(channels) and _is_int(side) and channels * side * side > max(INPUT_VOLUME_FLOOR, largest):
+    if is_int(channels) and is_int(side) and channels * side * side > max(INPUT_VOLUME_FLOOR, largest):
         raise fail(path, f"header fields 'model.options.in_channels' = {channels} and 'model.options.input_size'"
                          f" = {side} describe inputs of {channels * side * side} values, more than {INPUT_VOLUME_FLOOR} "
                          f"and more than the largest model tensor in the file ({largest} values)")
@@ -243,9 +130,9 @@ def _check_optimizer_header(path, info, shapes):
     for gi, group in enumerate(groups):
         field = f"optimizer.param_groups[{gi}]"
         if not isinstance(group, dict):
-            raise fail(path, f"header field {field!r} is {_type(group)}, expected an object")
+            raise fail(path, f"header field {field!r} is {json_type(group)}, expected an object")
         params = _want(path, group, "params", "list", f"{field}.params")
-        if not all(_is_int(i) and i >= 0 for i in params):
+        if not all(is_int(i) and i >= 0 for i in params):
             raise fail(path, f"header field '{field}.params' must list non-negative ints")
         listed += params
         for key, value in group.items():
@@ -254,7 +141,7 @@ def _check_optimizer_header(path, info, shapes):
             values = value if isinstance(value, list) else [value]
             for item in values:
                 if not (item is None or isinstance(item, (bool, str)) or _is_number(item)):
-                    raise fail(path, f"header field '{field}.{key}' is {_type(item)}")
+                    raise fail(path, f"header field '{field}.{key}' is {json_type(item)}")
                 if _is_number(item) and not math.isfinite(item):
                     raise fail(path, f"header field '{field}.{key}' is {item}, expected a finite number")
         if "lr" in group and not (_is_number(group["lr"]) and group["lr"] >= 0):
@@ -262,14 +149,14 @@ def _check_optimizer_header(path, info, shapes):
     if len(set(listed)) != len(listed) or sorted(listed) != list(range(len(listed))):
         raise fail(path, "header field 'optimizer.param_groups[*].params' must number the parameters 0, 1, 2, ... "
                          "once each")
-    if not all(_is_int(i) and 0 <= i < len(listed) for i in indices) or len(set(indices)) != len(indices):
+    if not all(is_int(i) and 0 <= i < len(listed) for i in indices) or len(set(indices)) != len(indices):
         raise fail(path, f"header field 'optimizer.indices' must list distinct parameter numbers below {len(listed)}")
     for key, entry in scalars.items():
         field = f"optimizer.scalars.{key}"
         if not key.isdigit() or int(key) not in indices or not isinstance(entry, dict):
             raise fail(path, f"header field {field!r} must be an object for a parameter in 'optimizer.indices'")
         _walk(path, entry, field)
-        if "step" in entry and not (_is_int(entry["step"]) and entry["step"] >= 0):
+        if "step" in entry and not (is_int(entry["step"]) and entry["step"] >= 0):
             raise fail(path, f"header field '{field}.step' is {show(entry['step'], 40)}, expected an int >= 0")
     for name in shapes:
         if name.startswith("optimizer."):
@@ -285,10 +172,10 @@ def check_header(header, tensors_meta, path) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is a safetensors file but not an xpnet checkpoint (no xpnet header)")
     version = header.get("version")
-    if not _is_int(version) or not 1 <= version <= VERSION:
+    if not is_int(version) or not 1 <= version <= VERSION:
         raise fail(path, f"header field 'version' is {show(version, 40)}; this xpnet reads versions 1 to {VERSION}")
     epoch = header.get("epoch")
-    if not _is_int(epoch) or not 0 <= epoch <= MAX_EPOCH:
+    if not is_int(epoch) or not 0 <= epoch <= MAX_EPOCH:
         raise fail(path, f"header field 'epoch' is {show(epoch, 40)}, expected an int from 0 to {MAX_EPOCH}")
     model = _want(path, header, "model", "dict", "model")
     name = _want(path, model, "name", "str", "model.name")
@@ -325,7 +212,7 @@ def check_header(header, tensors_meta, path) -> dict:
             raise fail(path, "header fields 'extra.history.*' must be lists of one length (one entry per epoch)")
         loader = _want(path, extra, "loader", "dict", "extra.loader", optional=True)
         for key in ("epoch", "seed"):
-            if loader is not None and key in loader and not (_is_int(loader[key]) and loader[key] >= 0):
+            if loader is not None and key in loader and not (is_int(loader[key]) and loader[key] >= 0):
                 raise fail(path, f"header field 'extra.loader.{key}' is {show(loader[key], 40)}, expected an int >= 0")
     return header
 
@@ -409,7 +296,7 @@ def _same_kind(saved, current) -> bool:
     if isinstance(current, dict):
         if not isinstance(saved, dict):
             return False
-        if current and all(_is_int(k) for k in current):  # e.g. MultiStepLR's milestones Counter: JSON keys are str
+        if current and all(is_int(k) for k in current):  # e.g. MultiStepLR's milestones Counter: JSON keys are str
             return all(_int_text(k) for k in saved) and all(
                 _same_kind(v, next(iter(current.values()))) for v in saved.values())
         return True
@@ -423,7 +310,7 @@ def _int_text(key) -> bool:
 def restore_keys(saved, current):
     """``saved`` (JSON) with the int keys of ``current``'s dicts back (JSON turned them into str)."""
     if isinstance(current, dict) and isinstance(saved, dict):
-        if current and all(_is_int(k) for k in current):
+        if current and all(is_int(k) for k in current):
             out = {int(k): v for k, v in saved.items()}
             return out if type(current) is dict else type(current)(out)
         return {k: restore_keys(v, current[k]) if k in current else v for k, v in saved.items()}

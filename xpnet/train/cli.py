@@ -39,6 +39,7 @@ def _number_type(kind, accepted, test):
 
 
 positive_int = _number_type(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _number_type(int, "a non-negative integer", lambda v: v >= 0)
 seed_int = _number_type(int, f"an integer from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
 positive_float = _number_type(float, "a positive finite number", lambda v: v > 0)
 non_negative_float = _number_type(float, "a finite number >= 0", lambda v: v >= 0)
@@ -51,6 +52,10 @@ def _add_common(p):
     p.add_argument("--backend", default=None, help="numpy | cupy | array_api_strict | torch | auto")
     p.add_argument("--device", default=None, help="e.g. 0, cuda:1, device1")
     p.add_argument("--image-size", type=positive_int, default=None, help="resize side for folder datasets")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="DataLoader worker processes preparing batches (default: the CPUs this process may use, "
+                        "minus one); datasets held in memory (MNIST, CIFAR, synthetic) are sliced in the main "
+                        "process whatever this says")
 
 
 def register_cli(sub):
@@ -122,6 +127,21 @@ def _transforms(train_dataset, augment):
         if channels == 3:
             train.append(data.RandomHorizontalFlip())
     return data.Compose(train), data.Compose(base)
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, minus one for the training loop itself (at least 0)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(0, cpus - 1)
+
+
+def loader_options(args) -> dict:
+    """The DataLoader worker options of ``--workers`` (persistent workers: no restart per epoch)."""
+    workers = default_workers() if args.workers is None else args.workers
+    return {"num_workers": workers, "persistent_workers": workers > 0}
 
 
 def _register_synthetic():
@@ -259,9 +279,11 @@ def cmd_train(args) -> int:
     train_tf, test_tf = _transforms(splits.train, augment=not args.no_augment and args.dataset != "synthetic")
     # a prefetch thread pays off when compute runs on a GPU; on a CPU it competes for the cores
     prefetch = 2 if backend.name == "cupy" or str(backend.device).startswith("cuda") else 0
+    workers = loader_options(args)
     train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                                   seed=args.seed, transform=train_tf, prefetch=prefetch)
-    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch)
+                                   seed=args.seed, transform=train_tf, prefetch=prefetch, **workers)
+    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch,
+                                  **workers)
     if len(train_loader) == 0:
         raise UsageError(f"--batch-size {batch_size} is larger than the training split of {args.dataset} "
                          f"({len(splits.train)} images): no full batch per epoch; lower --batch-size")
@@ -287,9 +309,13 @@ def cmd_train(args) -> int:
           f"{args.optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs, output {out}", flush=True)
     started = time.perf_counter()
     with _SigtermGuard():
-        history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
-                      scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
-                      max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
+        try:
+            history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
+                          scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
+                          max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
+        finally:
+            train_loader.close()  # the persistent workers
+            test_loader.close()
     took = time.perf_counter() - started
     csv_path = history.to_csv(os.path.join(out, "history.csv"))
     plot = plot_history(history, os.path.join(out, "curves.png")) if history["epoch"] else None
@@ -334,7 +360,8 @@ def cmd_eval(args) -> int:
     load_checkpoint(args.checkpoint, model, restore_rng=False)
     check_model_fits(model, tuple(splits.input_shape), name)
     _, test_tf = _transforms(splits.train, augment=False)
-    loader = data.DataLoader(splits.test, batch_size=args.batch_size or 256, seed=0, transform=test_tf)
+    loader = data.DataLoader(splits.test, batch_size=args.batch_size or 256, seed=0, transform=test_tf,
+                             num_workers=loader_options(args)["num_workers"])
     model.eval()
     correct = top5 = seen = 0
     preds, targets = [], []

@@ -7,11 +7,13 @@ comparisons give boolean Tensors without gradient. Notation: G = dL/dy, products
 
 from __future__ import annotations
 
-from ...backends import dtype_name, get_default_dtype, resolve_dtype
+import builtins
+
+from ...backends import dtype_name, get_default_dtype, is_float_dtype, resolve_dtype
 from ..function import Function
 from ..tensor import Tensor
-from ._common import (NUMBER, add_tangents, check_operands, expand_to, namespace, namespace_of, raw, save_operands,
-                      unbroadcast)
+from ._common import (NUMBER, add_tangents, check_operands, expand_to, namespace, namespace_of, normalize_axis,
+                      pick_axis, pick_keepdims, raw, save_operands, unbroadcast)
 
 # -- maximum / minimum / clip / where -------------------------------------------------------------
 
@@ -222,7 +224,7 @@ def clip(x, min=None, max=None):  # noqa: A002 - PyTorch's keyword names
     """Clamp ``x`` into [min, max]; either bound may be None, a number or a Tensor.
 
     Tensor bounds are differentiable (computed as ``minimum(maximum(x, min), max)``).
-    """
+    dL/dx = G [min ≤ x ≤ max]; Tensor bounds get G where they bind."""
     if isinstance(min, Tensor) or isinstance(max, Tensor) or _is_array(min) or _is_array(max):
         out = x
         if min is not None:
@@ -240,13 +242,37 @@ def _is_array(v):
     return v is not None and not isinstance(v, (int, float, bool)) and hasattr(v, "shape")
 
 
-def where(condition, a, b):
-    """``a`` where ``condition`` holds, else ``b`` (broadcast); ``a``/``b`` may be numbers."""
+def where(condition, a=None, b=None):
+    """``a`` where ``condition`` holds, else ``b`` (broadcast); ``a``/``b`` may be numbers.
+    dL/da = unbroadcast(G [c]), dL/db = unbroadcast(G [not c]). ``where(condition)`` alone is
+    ``nonzero(condition, as_tuple=True)``: one int64 index Tensor per dimension, as torch."""
     cond = raw(condition)
     if isinstance(cond, (int, float, bool)) or cond.dtype != namespace(cond).bool:
-        raise TypeError(f"where: condition must be a boolean Tensor or array, got "
-                        f"{type(cond).__name__ if isinstance(cond, (int, float, bool)) else dtype_name(cond.dtype)}")
+        if a is None and b is None and not isinstance(cond, (int, float, bool)):
+            condition = NotEqual.apply(condition, 0)  # torch.where(x): the nonzero entries
+            cond = raw(condition)
+        else:
+            got = type(cond).__name__ if isinstance(cond, (int, float, bool)) else dtype_name(cond.dtype)
+            raise TypeError(f"where: condition must be a boolean Tensor or array, got {got}")
+    if a is None and b is None:
+        return NonZero.apply(condition)
+    if a is None or b is None:
+        raise TypeError("where: give both branches (where(condition, a, b)) or neither (where(condition))")
     return Where.apply(cond, a, b)
+
+
+class NonZero(Function):
+    """(i_0, i_1, ...) = the coordinates of the True entries, one int64 array per dimension, in
+    row-major order. No gradient."""
+
+    differentiable = False
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = namespace(x)
+        if x.ndim == 0:
+            x = xp.reshape(x, (1,))
+        return tuple(xp.astype(i, xp.int64) for i in xp.nonzero(x))
 
 
 def eq(a, b):
@@ -256,34 +282,155 @@ def eq(a, b):
 
 
 def ne(a, b):
+    """a != b elementwise: a boolean Tensor without gradient."""
     check_operands("ne", a, b)
     return NotEqual.apply(a, b)
 
 
 def lt(a, b):
+    """a < b elementwise: a boolean Tensor without gradient."""
     check_operands("lt", a, b)
     return Less.apply(a, b)
 
 
 def le(a, b):
+    """a <= b elementwise: a boolean Tensor without gradient."""
     check_operands("le", a, b)
     return LessEqual.apply(a, b)
 
 
 def gt(a, b):
+    """a > b elementwise: a boolean Tensor without gradient."""
     check_operands("gt", a, b)
     return Greater.apply(a, b)
 
 
 def ge(a, b):
+    """a >= b elementwise: a boolean Tensor without gradient."""
     check_operands("ge", a, b)
     return GreaterEqual.apply(a, b)
 
 
-equal, not_equal, less, less_equal, greater, greater_equal = eq, ne, lt, le, gt, ge
+not_equal, less, less_equal, greater, greater_equal = ne, lt, le, gt, ge
+
+
+# -- closeness, special values, logical reductions (no gradient) ----------------------------------
+
+
+def _same_kind(a, b):
+    """Both operands as arrays, floating (isclose's tolerance arithmetic needs floats, and strict
+    namespaces refuse int-float mixes): a number takes the other's float dtype, integers float64."""
+    xp = namespace_of(a, b)
+    ref = b if isinstance(a, NUMBER) else a
+    number_dtype = ref.dtype if is_float_dtype(ref.dtype) else xp.float64
+    a, b = (xp.asarray(v, dtype=number_dtype, device=ref.device) if isinstance(v, NUMBER) else v for v in (a, b))
+    if not is_float_dtype(a.dtype):
+        a = xp.astype(a, b.dtype if is_float_dtype(b.dtype) else xp.float64)
+    if not is_float_dtype(b.dtype):
+        b = xp.astype(b, a.dtype)
+    return xp, a, b
+
+
+class IsClose(Function):
+    """y = |a - b| <= atol + rtol |b|, or a = b (equal infinities), or both NaN when equal_nan.
+    Piecewise constant: no gradient."""
+
+    differentiable = False
+
+    @staticmethod
+    def forward(ctx, a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+        xp, a, b = _same_kind(a, b)
+        finite = xp.logical_and(xp.isfinite(a), xp.isfinite(b))
+        zero = xp.zeros_like(a)
+        a0, b0 = xp.where(finite, a, zero), xp.where(finite, b, zero)  # no inf - inf
+        close = xp.logical_and(xp.abs(a0 - b0) <= atol + rtol * xp.abs(b0), finite)
+        close = xp.logical_or(close, a == b)
+        if equal_nan:
+            close = xp.logical_or(close, xp.logical_and(xp.isnan(a), xp.isnan(b)))
+        return close
+
+
+class _Test(Function):
+    """y = test(x) elementwise (isnan, isfinite, isinf): a boolean array. No gradient."""
+
+    differentiable = False
+
+    @staticmethod
+    def forward(ctx, x, test="isnan"):
+        return getattr(namespace(x), test)(x)
+
+
+class _Logical(Function):
+    """y = all(x) or any(x) over the axes: a boolean array. No gradient."""
+
+    differentiable = False
+
+    @staticmethod
+    def forward(ctx, x, which="all", axis=(), keepdims=False):
+        xp = namespace(x)
+        return getattr(xp, which)(x, axis=axis, keepdims=keepdims)
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):  # noqa: A002
+    """|input - other| <= atol + rtol |other| elementwise (equal infinities count as close; NaNs
+    only with ``equal_nan``), as ``torch.isclose``: a boolean Tensor without gradient."""
+    check_operands("isclose", input, other)
+    return IsClose.apply(input, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):  # noqa: A002
+    """True when ``isclose`` holds for every element (after broadcasting), as ``torch.allclose``."""
+    return builtins.bool(_Logical.apply(isclose(input, other, rtol, atol, equal_nan), which="all", axis=None))
+
+
+def equal(input, other):  # noqa: A002
+    """True when both have the same shape and the same values (NaN equals nothing), as
+    ``torch.equal``: a Python bool. (The Array API's elementwise ``equal`` is ``eq``.)"""
+    a, b = raw(input), raw(other)
+    if tuple(a.shape) != tuple(b.shape):
+        return False
+    same = Equal.apply(input, other) if a.dtype == b.dtype else IsClose.apply(input, other, rtol=0.0, atol=0.0)
+    return builtins.bool(_Logical.apply(same, which="all", axis=None))
+
+
+def isnan(input):  # noqa: A002
+    """input != input elementwise: a boolean Tensor without gradient."""
+    return _Test.apply(input, test="isnan")
+
+
+def isfinite(input):  # noqa: A002
+    """Neither infinite nor NaN, elementwise: a boolean Tensor without gradient."""
+    return _Test.apply(input, test="isfinite")
+
+
+def isinf(input):  # noqa: A002
+    """+inf or -inf elementwise: a boolean Tensor without gradient."""
+    return _Test.apply(input, test="isinf")
+
+
+def _logical(which, input, dim, keepdim, axis, keepdims):
+    data = raw(input)
+    axis = pick_axis(which, axis, dim)
+    axes = normalize_axis(axis, data.ndim, which)
+    if data.dtype != namespace(data).bool:
+        input = NotEqual.apply(input, 0)  # torch: a number counts as True when nonzero
+    return _Logical.apply(input, which=which, axis=axes, keepdims=pick_keepdims(which, keepdims, keepdim))
+
+
+def all(input, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001,A002
+    """Whether every element (along ``dim``: an int, a tuple or all axes) is True or nonzero, as
+    ``torch.all``: a boolean Tensor without gradient."""
+    return _logical("all", input, dim, keepdim, axis, keepdims)
+
+
+def any(input, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001,A002
+    """Whether some element (along ``dim``) is True or nonzero, as ``torch.any``: a boolean Tensor
+    without gradient."""
+    return _logical("any", input, dim, keepdim, axis, keepdims)
 
 
 __all__ = [
     "maximum", "minimum", "clip", "clamp", "where", "eq", "ne", "lt", "le", "gt", "ge", "equal",
-    "not_equal", "less", "less_equal", "greater", "greater_equal",
+    "not_equal", "less", "less_equal", "greater", "greater_equal", "isclose", "allclose", "isnan",
+    "isfinite", "isinf", "all", "any",
 ]

@@ -383,22 +383,23 @@ class AsTypeNoGrad(Function):
 
 
 def add(a, b):
-    """a + b with broadcasting."""
+    """a + b with broadcasting.        dL/da = unbroadcast(G), dL/db = unbroadcast(G)"""
     return Add.apply(a, b)
 
 
 def sub(a, b):
-    """a - b with broadcasting."""
+    """a - b with broadcasting.        dL/da = unbroadcast(G), dL/db = -unbroadcast(G)"""
     return Sub.apply(a, b)
 
 
 def mul(a, b):
-    """a * b with broadcasting."""
+    """a * b with broadcasting.        dL/da = unbroadcast(G b), dL/db = unbroadcast(G a)"""
     return Mul.apply(a, b)
 
 
 def div(a, b):
-    """a / b with broadcasting (true division)."""
+    """a / b with broadcasting (true division).        dL/da = unbroadcast(G / b),
+    dL/db = -unbroadcast(G a / b²)"""
     return Div.apply(a, b)
 
 
@@ -406,7 +407,8 @@ subtract, multiply, divide, true_divide = sub, mul, div, div
 
 
 def pow(a, b):  # noqa: A001 - the operator's name, as in torch.pow
-    """a ** b: Tensor ** number, Tensor ** Tensor or number ** Tensor."""
+    """a ** b: Tensor ** number, Tensor ** Tensor or number ** Tensor.
+    dL/da = unbroadcast(G b a^(b-1)), dL/db = unbroadcast(G y ln a)"""
     check_operands("pow", a, b)
     return Pow.apply(a, b)
 
@@ -415,7 +417,7 @@ power = pow
 
 
 def neg(x):
-    """-x."""
+    """-x.        dL/dx = -G"""
     return Neg.apply(x)
 
 
@@ -423,40 +425,48 @@ negative = neg
 
 
 def exp(x):
+    """e^x elementwise.        dL/dx = G * y"""
     return Exp.apply(x)
 
 
 def log(x):
+    """Natural logarithm elementwise.        dL/dx = G / x"""
     return Log.apply(x)
 
 
 def sqrt(x):
+    """Square root elementwise.        dL/dx = G / (2 y)"""
     return Sqrt.apply(x)
 
 
 def abs(x):  # noqa: A001
+    """|x| elementwise.        dL/dx = G * sign(x)   (0 at x = 0, as PyTorch)"""
     return Abs.apply(x)
 
 
 def tanh(x):
+    """Hyperbolic tangent elementwise.        dL/dx = G * (1 - y²)"""
     return Tanh.apply(x)
 
 
 def sigmoid(x):
+    """1 / (1 + e^(-x)) elementwise, without overflow.        dL/dx = G * y (1 - y)"""
     return Sigmoid.apply(x)
 
 
 def relu(x):
+    """max(x, 0) elementwise (NaN stays NaN).        dL/dx = G * [x > 0]"""
     return ReLU.apply(x)
 
 
 def square(x):
+    """x² elementwise.        dL/dx = 2 x G"""
     return Square.apply(x)
 
 
 def astype(x, dtype):
     """``x`` cast to ``dtype`` (an xpnet dtype, a name or a native dtype); differentiable between
-    floating dtypes, a constant otherwise."""
+    floating dtypes (dL/dx = G cast back to x's dtype), a constant otherwise."""
     data = raw(x)
     xp = namespace(data)
     native = resolve_dtype(xp, dtype)

@@ -206,7 +206,8 @@ class GetItem(Function):
 
 def getitem(x, index):
     """``x[index]`` for ints, slices, None, Ellipsis and one integer array (Tensor, raw array or
-    list of ints; negative entries count from the end) or a 1-D boolean mask."""
+    list of ints; negative entries count from the end) or a 1-D boolean mask.
+    dL/dx = G scattered back to where each element came from (repeats accumulate)."""
     data = raw(x)
     if not hasattr(data, "shape"):
         raise TypeError(f"getitem: expected a Tensor or array, got {type(x).__name__}")
@@ -214,16 +215,15 @@ def getitem(x, index):
 
 
 def take(x, indices, axis=None, *, dim=None):
-    """Select entries along ``axis`` by integer ``indices`` (like ``xp.take``/``index_select``)."""
+    """Select entries along ``axis`` by integer ``indices`` (like ``xp.take``/``index_select``).
+    dL/dx = G scatter-added back along ``axis`` (repeated indices accumulate)."""
     axis = pick_axis("take", axis, dim, 0)
     ndim = raw(x).ndim
     axis = normalize_dim(axis, ndim, "take")
     return getitem(x, (slice(None),) * axis + (indices,))
 
 
-index_select = take
-
 # the differentiable functions; the Function classes stay importable from this module
 __all__ = [
-    "getitem", "take", "index_select",
+    "getitem", "take",
 ]

@@ -66,7 +66,8 @@ class MatMul(Function):
 
 def matmul(a, b):
     """a @ b with NumPy's rules: (..., n, k) @ (..., k, m) -> (..., n, m), batch axes broadcast,
-    a 1-D operand promoted to a row (left) or a column (right) and its axis dropped again."""
+    a 1-D operand promoted to a row (left) or a column (right) and its axis dropped again.
+    dL/da = unbroadcast(G bᵀ), dL/db = unbroadcast(aᵀ G)."""
     for operand in (a, b):
         if not hasattr(raw(operand), "shape"):
             raise TypeError(f"matmul: expected Tensors or arrays, got {type(operand).__name__}")

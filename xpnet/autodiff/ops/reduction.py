@@ -8,11 +8,17 @@ back over the reduced axes; N is the number of elements reduced into each output
 from __future__ import annotations
 
 import math
+import numbers
 
 from ...backends import get_default_dtype, is_float_dtype, resolve_dtype
 from ..function import Function
+from ..tensor import Tensor
+from . import return_types
 from ._common import (keepdims_shape, namespace, normalize_axis, normalize_dim, pick_axis,
                       pick_keepdims, raw)
+from .compare import maximum, minimum
+from .gather_scatter import Gather
+from .shape import reshape
 
 
 def _setup(ctx, x, axis, keepdims):
@@ -301,27 +307,81 @@ def _reduce(cls, op, x, axis, keepdims, dim, keepdim, **config):
 
 
 def sum(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
-    """Σ over ``axis`` (int, tuple or None for all); PyTorch's ``dim``/``keepdim`` also work."""
+    """Σ over ``axis`` (int, tuple or None for all); PyTorch's ``dim``/``keepdim`` also work.
+    dL/dx = Ĝ (G broadcast back over the reduced axes)."""
     return _reduce(Sum, "sum", x, axis, keepdims, dim, keepdim)
 
 
 def mean(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """Mean over ``axis`` (int, tuple or None for all)."""
+    """Mean over ``axis`` (int, tuple or None for all).
+    dL/dx = Ĝ / N."""
     return _reduce(Mean, "mean", x, axis, keepdims, dim, keepdim)
 
 
-def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
-    """Largest value over ``axis``. Returns the values only (Array-API semantics); unlike
-    ``torch.max(x, dim)`` it does not also return indices: use ``argmax`` for those."""
-    return _reduce(Max, "max", x, axis, keepdims, dim, keepdim)
+def _is_dim(v):
+    """An axis number (a Python or NumPy integer, not a bool)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
-    """Smallest value over ``axis`` (values only; see ``max``)."""
-    return _reduce(Min, "min", x, axis, keepdims, dim, keepdim)
+def _extreme(op, cls, pair, pick, elementwise, x, dim, keepdim, axis, keepdims):
+    """torch.max/min: (x) overall, (x, other) elementwise, (x, dim) values and indices; the Array
+    API's axis= (an int or a tuple) and a tuple dim give values only, like amax/amin."""
+    if dim is not None and not _is_dim(dim) and not isinstance(dim, (tuple, list)):
+        if hasattr(raw(dim), "shape"):  # torch.max(a, b): the elementwise maximum
+            if keepdim is not None or axis is not None or keepdims is not None:
+                raise TypeError(f"{op}: keepdim/axis do not apply to the elementwise {op}(a, b)")
+            return elementwise(x, dim)
+        raise TypeError(f"{op}: dim must be an int (or a Tensor for the elementwise {op}), got "
+                        f"{type(dim).__name__}")
+    if dim is not None and _is_dim(dim):
+        if axis is not None and axis != dim:
+            raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; pass one of them")
+        keep = pick_keepdims(op, keepdims, keepdim)
+        data = raw(x)
+        if data.ndim == 0:  # torch accepts dim 0 or -1 here: the value itself, at index 0
+            normalize_axis(dim, 0, op)
+            xp = namespace(data)
+            return pair(reshape(x, ()), Tensor._wrap(xp.zeros((), dtype=xp.int64, device=data.device)))
+        d = normalize_dim(dim, data.ndim, op)
+        indices = pick.apply(x, axis=d, keepdims=True)
+        values = Gather.apply(x, indices.data, dim=d)
+        if not keep:
+            folded = tuple(n for i, n in enumerate(data.shape) if i != d)
+            values, indices = reshape(values, folded), reshape(indices, folded)
+        return pair(values, indices)
+    return _reduce(cls, op, x, axis, keepdims, dim, keepdim)
 
 
-amax, amin = max, min
+def max(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """Largest values, as ``torch.max``: ``max(x)`` over everything; ``max(x, dim)`` (an int,
+    positional or ``dim=``) the named pair ``(values, indices)`` along dim (indices of the first
+    maximum; ``keepdim`` keeps the axis); ``max(x, other)`` the elementwise maximum. The Array
+    API's ``axis=`` (an int or a tuple) gives values only, as ``amax``.
+
+    Backward: max(x) and axis= reductions share G evenly among tied maxima (Max);
+    max(x, dim).values sends G to the returned index only (a gather's gradient), as PyTorch.
+    """
+    return _extreme("max", Max, return_types.max, ArgMax, maximum, x, dim, keepdim, axis, keepdims)
+
+
+def min(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """Smallest values, as ``torch.min``: ``min(x)``, ``min(x, dim)`` -> ``(values, indices)``,
+    ``min(x, other)`` elementwise; ``axis=`` gives values only (``amin``). Gradients as ``max``."""
+    return _extreme("min", Min, return_types.min, ArgMin, minimum, x, dim, keepdim, axis, keepdims)
+
+
+def amax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Largest values over ``dim`` (an int, a tuple, or all axes when None or ()), values only,
+    as ``torch.amax``. dL/dx = Ĝ [x = ŷ] / #{x = ŷ} (ties share evenly)."""
+    dim = None if dim == () else dim
+    return _reduce(Max, "amax", x, axis, keepdims, dim, keepdim)
+
+
+def amin(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Smallest values over ``dim`` (an int, a tuple, or all axes), values only, as ``torch.amin``.
+    dL/dx = Ĝ [x = ŷ] / #{x = ŷ}."""
+    dim = None if dim == () else dim
+    return _reduce(Min, "amin", x, axis, keepdims, dim, keepdim)
 
 
 def _correction(op, correction, unbiased):
@@ -338,30 +398,34 @@ def var(x, axis=None, keepdims=None, *, correction=None, unbiased=None, dim=None
     The default is PyTorch's: ``correction=1`` (the unbiased, Bessel-corrected estimate), whereas
     ``numpy.var`` and the Array API default to 0. ``unbiased=False`` (PyTorch's older spelling)
     means ``correction=0``; ``unbiased=True`` means ``correction=1``.
-    """
+    dL/dx = Ĝ 2 (x - x̄) / (N - correction)."""
     return _reduce(Var, "var", x, axis, keepdims, dim, keepdim,
                    correction=_correction("var", correction, unbiased))
 
 
 def std(x, axis=None, keepdims=None, *, correction=None, unbiased=None, dim=None, keepdim=None):
-    """Standard deviation over ``axis``, √var; same ``correction=1`` default as ``var``."""
+    """Standard deviation over ``axis``, √var; same ``correction=1`` default as ``var``.
+    dL/dx = Ĝ (x - x̄) / ((N - correction) ŷ)."""
     return _reduce(Std, "std", x, axis, keepdims, dim, keepdim,
                    correction=_correction("std", correction, unbiased))
 
 
 def logsumexp(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """log Σ exp(x) over ``axis`` (all axes when None), without overflow."""
+    """log Σ exp(x) over ``axis`` (all axes when None), without overflow.
+    dL/dx = Ĝ softmax(x)."""
     return _reduce(LogSumExp, "logsumexp", x, axis, keepdims, dim, keepdim)
 
 
 def softmax(x, axis=-1, *, dim=None):
-    """exp(x) / Σ exp(x) along one axis (the last by default), numerically stable."""
+    """exp(x) / Σ exp(x) along one axis (the last by default), numerically stable.
+    dL/dx = y (G - Σ G y)."""
     axis = normalize_dim(axis if dim is None else dim, raw(x).ndim, "softmax")
     return Softmax.apply(x, axis=axis)
 
 
 def log_softmax(x, axis=-1, *, dim=None):
-    """x - logsumexp(x) along one axis (the last by default), numerically stable."""
+    """x - logsumexp(x) along one axis (the last by default), numerically stable.
+    dL/dx = G - softmax(x) Σ G."""
     axis = normalize_dim(axis if dim is None else dim, raw(x).ndim, "log_softmax")
     return LogSoftmax.apply(x, axis=axis)
 
@@ -374,12 +438,14 @@ def _arg(cls, op, x, axis, keepdims, dim, keepdim):
 
 
 def argmax(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """Index of the largest element along ``axis`` (of the flattened input when None); int64."""
+    """Index of the largest element along ``axis`` (of the flattened input when None); int64.
+    Piecewise constant: no gradient."""
     return _arg(ArgMax, "argmax", x, axis, keepdims, dim, keepdim)
 
 
 def argmin(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """Index of the smallest element along ``axis`` (of the flattened input when None); int64."""
+    """Index of the smallest element along ``axis`` (of the flattened input when None); int64.
+    Piecewise constant: no gradient."""
     return _arg(ArgMin, "argmin", x, axis, keepdims, dim, keepdim)
 
 

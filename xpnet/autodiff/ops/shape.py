@@ -221,7 +221,8 @@ class Pad(Function):
 
 
 def reshape(x, *shape):
-    """x with a new shape; accepts ``reshape(x, 2, 3)`` or ``reshape(x, (2, 3))``, one -1."""
+    """x with a new shape; accepts ``reshape(x, 2, 3)`` or ``reshape(x, (2, 3))``, one -1.
+    dL/dx = reshape(G, x.shape)."""
     return Reshape.apply(x, shape=_sizes("reshape", shape))
 
 
@@ -229,7 +230,8 @@ view = reshape
 
 
 def permute(x, *dims):
-    """x with axes reordered: ``permute(x, 2, 0, 1)`` or ``permute(x, (2, 0, 1))``."""
+    """x with axes reordered: ``permute(x, 2, 0, 1)`` or ``permute(x, (2, 0, 1))``.
+    dL/dx = permute(G, inverse permutation)."""
     ndim = raw(x).ndim
     axes = tuple(normalize_dim(d, ndim, "permute") for d in _sizes("permute", dims))
     if sorted(axes) != list(range(ndim)):
@@ -242,7 +244,8 @@ permute_dims = permute
 
 
 def transpose(x, dim0=None, dim1=None):
-    """Swap axes ``dim0`` and ``dim1``; with neither given, reverse all axes (``Tensor.T``)."""
+    """Swap axes ``dim0`` and ``dim1``; with neither given, reverse all axes (``Tensor.T``).
+    dL/dx = transpose(G) back."""
     ndim = raw(x).ndim
     if dim0 is None and dim1 is None:
         axes = tuple(reversed(range(ndim)))
@@ -257,7 +260,8 @@ def transpose(x, dim0=None, dim1=None):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
-    """Merge axes ``start_dim``..``end_dim`` (inclusive) into one, as ``torch.flatten``."""
+    """Merge axes ``start_dim``..``end_dim`` (inclusive) into one, as ``torch.flatten``.
+    dL/dx = reshape(G, x.shape)."""
     shape = tuple(raw(x).shape)
     if not shape:
         return Reshape.apply(x, shape=(1,))
@@ -273,7 +277,8 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 def squeeze(x, axis=None, *, dim=None):
     """Drop size-1 axes: all of them (axis None) or those listed; as in PyTorch, a listed axis
-    whose size is not 1 is left in place."""
+    whose size is not 1 is left in place.
+    dL/dx = reshape(G, x.shape)."""
     axis = pick_axis("squeeze", axis, dim)
     shape = tuple(raw(x).shape)
     if axis is None:
@@ -286,7 +291,8 @@ def squeeze(x, axis=None, *, dim=None):
 
 
 def unsqueeze(x, dim=None, *, axis=None):
-    """Insert a size-1 axis at ``dim`` (negative counts from the end of the result)."""
+    """Insert a size-1 axis at ``dim`` (negative counts from the end of the result).
+    dL/dx = reshape(G, x.shape)."""
     dim = pick_axis("unsqueeze", axis, dim)
     if dim is None:
         raise TypeError("unsqueeze: missing the position dim")
@@ -299,13 +305,15 @@ expand_dims = unsqueeze
 
 
 def broadcast_to(x, *shape):
-    """x broadcast to ``shape`` (Array-API rules)."""
+    """x broadcast to ``shape`` (Array-API rules).
+    dL/dx = unbroadcast(G, x.shape) (summed over the broadcast axes)."""
     target = _sizes("broadcast_to", shape)
     return BroadcastTo.apply(x, shape=_broadcast_target("broadcast_to", tuple(raw(x).shape), target))
 
 
 def expand(x, *sizes):
-    """x broadcast to ``sizes``, where -1 keeps that axis's size (``torch.Tensor.expand``)."""
+    """x broadcast to ``sizes``, where -1 keeps that axis's size (``torch.Tensor.expand``).
+    dL/dx = unbroadcast(G, x.shape)."""
     target = _sizes("expand", sizes)
     shape = tuple(raw(x).shape)
     offset = len(target) - len(shape)
@@ -333,7 +341,8 @@ def _tensors_arg(op, tensors):
 
 
 def concat(tensors, axis=None, *, dim=None):
-    """Join Tensors along an existing ``axis`` (``dim`` in PyTorch spelling)."""
+    """Join Tensors along an existing ``axis`` (``dim`` in PyTorch spelling).
+    dL/dxᵢ = the slice of G that xᵢ filled."""
     tensors = _tensors_arg("concat", tensors)
     axis = pick_axis("concat", axis, dim, 0)
     ndim = raw(tensors[0]).ndim
@@ -350,7 +359,8 @@ cat = concat
 
 
 def stack(tensors, axis=None, *, dim=None):
-    """Stack equally shaped Tensors along a new ``axis``."""
+    """Stack equally shaped Tensors along a new ``axis``.
+    dL/dxᵢ = G[..., i, ...]."""
     tensors = _tensors_arg("stack", tensors)
     axis = pick_axis("stack", axis, dim, 0)
     first = tuple(raw(tensors[0]).shape)
@@ -363,7 +373,8 @@ def stack(tensors, axis=None, *, dim=None):
 
 def split(x, split_size_or_sections, axis=None, *, dim=None):
     """Cut ``x`` along ``axis`` into a tuple of pieces, as ``torch.split``: an int gives pieces
-    of that size (the last may be smaller), a list gives the size of each piece."""
+    of that size (the last may be smaller), a list gives the size of each piece.
+    dL/dx = concat of the pieces' gradients (zeros for unused pieces)."""
     axis = pick_axis("split", axis, dim, 0)
     shape = tuple(raw(x).shape)
     axis = normalize_dim(axis, len(shape), "split")
@@ -384,7 +395,8 @@ def split(x, split_size_or_sections, axis=None, *, dim=None):
 def pad(x, pad, mode="constant", value=None):  # noqa: A002 - PyTorch's argument name
     """Pad with a constant, PyTorch's convention: ``pad = (left, right)`` for the last axis, then
     ``(left, right, top, bottom)`` for the last two, and so on (last axis first). Negative
-    amounts crop. Only ``mode='constant'`` exists; a number in place of ``mode`` is the value."""
+    amounts crop. Only ``mode='constant'`` exists; a number in place of ``mode`` is the value.
+    dL/dx = G over the region where x landed (0 where cropped)."""
     if not isinstance(mode, str):
         mode, value = "constant", mode
     if mode != "constant":
