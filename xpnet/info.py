@@ -59,6 +59,7 @@ def info_text() -> str:
         f"array-api-strict: {_version('array_api_strict') or 'not installed'}",
         f"CuPy: {_version('cupy') or 'not installed'}",
         f"PyTorch: {_version('torch') or 'not installed'}",
+        f"image decoder: {__import__('xpnet.data.decode', fromlist=['decoder_name']).decoder_name()}",
     ]
     lines += _cuda_lines()
     lines += _blas_lines()

@@ -12,9 +12,13 @@ Tensors on the current backend and device.
         ...
 """
 
-from . import transforms  # noqa: F401
+from . import augment, transforms  # noqa: F401
+from .decode import decoder_name  # noqa: F401
+from .device_transforms import NormalizeOnDevice  # noqa: F401
+from .shards import ShardDataset, expand_urls  # noqa: F401
 from .dataset import Dataset, Subset, TensorDataset, input_shape_of, stack_samples, stratified_split  # noqa: F401
 from .loader import DataLoader, epoch_generators  # noqa: F401
+from .workers import DataLoaderWorkerError, WorkerInfo, get_worker_info  # noqa: F401
 from .mnist_sample import load_mnist_sample  # noqa: F401
 from .synthetic import channel_stats, synthetic_splits  # noqa: F401
 from .readers import (  # noqa: F401
@@ -28,6 +32,7 @@ from .readers import (  # noqa: F401
     load_dataset,
     load_image_folder,
     load_mnist,
+    load_shards,
     read_cifar_binary,
     read_cifar_python,
     read_idx,
@@ -44,8 +49,10 @@ from .transforms import (  # noqa: F401
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "DataLoader", "stack_samples", "stratified_split", "epoch_generators",
+    "get_worker_info", "WorkerInfo", "DataLoaderWorkerError",
     "transforms", "Compose", "GaussianNoise", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat",
     "load_mnist_sample", "synthetic_splits", "channel_stats", "input_shape_of", "load_dataset", "register_dataset", "accepted_forms", "DatasetSplits",
     "load_mnist", "read_idx", "load_cifar10", "load_cifar100", "read_cifar_binary", "read_cifar_python",
     "RestrictedUnpickler", "UnsafePickleError", "ImageFolder", "load_image_folder",
+    "augment", "decoder_name", "NormalizeOnDevice", "ShardDataset", "expand_urls", "load_shards",
 ]

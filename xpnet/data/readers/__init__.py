@@ -11,6 +11,11 @@ Specs:
 ``cifar100:DIR``          CIFAR-100 (fine labels), binary or python version
 ``folder:DIR``            one subfolder per class; DIR/train and DIR/val (or DIR/test) when
                           present, else a fixed stratified 90/10 split of DIR
+``shards:PATTERN``        webdataset tar shards (``xpnet.data.shards``), e.g.
+                          ``shards:/data/imagenet-train-{000000..001281}.tar`` (braces and globs);
+                          the test split is the option ``test_shards=PATTERN``, else the shards
+                          found with the last ``train`` of PATTERN replaced by ``val``,
+                          ``validation`` or ``test`` (brace ranges widened to ``*``)
 
 Other layers add their own forms with ``register_dataset`` (the training CLI adds ``synthetic``).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 
 from ..dataset import Dataset, Subset, TensorDataset, stratified_split
 from .checks import check_labels, check_splits
@@ -34,9 +40,9 @@ from .cifar import (
     read_cifar_python,
     restricted_load,
 )
-from .folder import ImageFolder, load_image_folder, require_pillow, size_pair
+from .folder import ImageFolder, ImageFolderSubset, load_image_folder, require_pillow, size_pair
 from .idx import load_mnist, parse_idx, read_idx
-from ...safe_io import NotARegularFileError
+from ...safe_io import NotARegularFileError, read_bounded
 
 DEFAULT_IMAGE_SIZE = 224
 FOLDER_TEST_FRACTION = 0.1
@@ -77,17 +83,21 @@ class DatasetSplits:
         return input_shape_of(self.train)
 
 
-_REGISTRY: dict = {}  # name -> (function(argument or None, **options) -> DatasetSplits, form, needs_dir)
+_REGISTRY: dict = {}  # name -> (function(argument or None, **options) -> DatasetSplits, form, needs_dir, pattern)
 
 
-def register_dataset(name: str, loader, form: str | None = None, needs_path: bool = True) -> None:
+def register_dataset(name: str, loader, form: str | None = None, needs_path: bool = True,
+                     pattern: bool = False) -> None:
     """Add a spec form: ``loader(path_or_None, **options) -> DatasetSplits``.
 
     ``form`` is how errors list it (e.g. ``'synthetic'`` or ``'mydata:DIR'``); ``needs_path`` says
-    whether the spec must carry ``:PATH``.
+    whether the spec must carry ``:PATH``; with ``pattern=True`` that argument is a file pattern
+    passed on as a string (``~`` expanded), which the loader checks itself.
     """
     key = name.strip().lower()
-    _REGISTRY[key] = (loader, form or (f"{key}:DIR" if needs_path else key), needs_path)
+    if pattern:
+        form = form or f"{key}:PATTERN"
+    _REGISTRY[key] = (loader, form or (f"{key}:DIR" if needs_path else key), needs_path or pattern, pattern)
 
 
 def accepted_forms() -> list:
@@ -102,8 +112,11 @@ def _forms_text():
 def load_dataset(spec: str, **options) -> DatasetSplits:
     """Parse ``spec`` (see the module docstring) and load that dataset.
 
-    Options: ``image_size`` (int or (H, W); ``folder:`` only, default 224). An unknown form is a
-    ValueError, a missing path a FileNotFoundError; both name the spec and list the accepted forms.
+    Options: ``image_size`` (int or (H, W); ``folder:`` and ``shards:``, default 224), and for those
+    two ``transform`` / ``test_transform`` (per-sample augmentations, ``xpnet.data.augment``; a split
+    with one is not resized unless ``image_size`` is given); ``shards:`` also takes those of
+    ``load_shards``. An unknown form is a ValueError, a missing path a
+    FileNotFoundError; both name the spec and list the accepted forms.
     """
     text = str(spec).strip()
     name, sep, argument = text.partition(":")
@@ -111,7 +124,11 @@ def load_dataset(spec: str, **options) -> DatasetSplits:
     entry = _REGISTRY.get(key) or _REGISTRY.get(key.replace("-", "_"))
     if entry is None:
         raise ValueError(f"unknown dataset {text!r}; accepted forms: {_forms_text()}")
-    loader, form, needs_path = entry
+    loader, form, needs_path, pattern = entry
+    if pattern:
+        if not argument.strip():
+            raise ValueError(f"dataset {text!r} needs a file pattern: {form}; accepted forms: {_forms_text()}")
+        return loader(os.path.expanduser(argument.strip()), **options)
     if needs_path:
         if not argument.strip():
             raise ValueError(f"dataset {text!r} needs a directory: {form}; accepted forms: {_forms_text()}")
@@ -170,21 +187,121 @@ def _cifar100(path, **options):
     return DatasetSplits(TensorDataset(*train), TensorDataset(*test), len(names), names, "cifar100", str(path))
 
 
-def _folder(path, image_size=None, mode="RGB", **options):
+def _split_sizes(image_size, transform, test_transform, argument):
+    """(train size, test size): ``image_size`` for both when given; else DEFAULT_IMAGE_SIZE for a
+    split without a transform, none for one with a transform (it fixes the sample size)."""
+    if image_size is not None:
+        size = size_pair(image_size, argument)
+        return size, size
+    default = size_pair(DEFAULT_IMAGE_SIZE, argument)
+    return (None if transform is not None else default), (None if test_transform is not None else default)
+
+
+def _folder(path, image_size=None, mode="RGB", transform=None, test_transform=None, **options):
     _unused(options, "folder")
-    size = size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size, "load_dataset(folder): image_size")
+    size, test_size = _split_sizes(image_size, transform, test_transform, "load_dataset(folder): image_size")
     if not path.is_dir():
         raise FileNotFoundError(f"dataset path {str(path)!r} is not a directory; folder:DIR expects one "
                                 f"subfolder per class (or DIR/train and DIR/val)")
     held_out = next((path / n for n in ("val", "test") if (path / n).is_dir()), None)
     if (path / "train").is_dir() and held_out is not None:
-        train = ImageFolder(path / "train", size=size, mode=mode)
-        test = ImageFolder(held_out, size=size, mode=mode, classes=train.classes)
+        train = ImageFolder(path / "train", size=size, mode=mode, transform=transform)
+        test = ImageFolder(held_out, size=test_size, mode=mode, classes=train.classes, transform=test_transform)
         return DatasetSplits(train, test, len(train.classes), train.classes, "folder", str(path))
-    whole = ImageFolder(path, size=size, mode=mode)
+    whole = ImageFolder(path, size=size, mode=mode, transform=transform)
+    held = whole
+    if (test_size, test_transform) != (size, transform):
+        held = ImageFolder(path, size=test_size, mode=mode, transform=test_transform)
     train_idx, test_idx = stratified_split(whole.labels, test_fraction=FOLDER_TEST_FRACTION, seed=FOLDER_SPLIT_SEED)
-    return DatasetSplits(Subset(whole, train_idx), Subset(whole, test_idx), len(whole.classes), whole.classes,
-                         "folder", str(path))
+    return DatasetSplits(ImageFolderSubset(whole, train_idx), ImageFolderSubset(held, test_idx), len(whole.classes),
+                         whole.classes, "folder", str(path))
+
+
+def _shard_test_candidates(pattern):
+    """Test-split patterns for a training pattern: its last ``train`` replaced by ``val``,
+    ``validation``, ``test``, first as it is, then with brace groups widened to ``*``."""
+    cut = pattern.rfind("train")
+    if cut < 0:
+        return []
+    widened = re.sub(r"\{[^{}]*\}", "*", pattern)
+    wide_cut = widened.rfind("train")
+    candidates = []
+    for name in ("val", "validation", "test"):
+        candidates.append(pattern[:cut] + name + pattern[cut + len("train"):])
+        if wide_cut >= 0:
+            candidates.append(widened[:wide_cut] + name + widened[wide_cut + len("train"):])
+    return candidates
+
+
+def _read_classes(path):
+    """Class names, one per line, of a ``classes.txt``."""
+    from ..shards import MAX_METADATA_BYTES
+
+    content = read_bounded(path, "a class-name list", MAX_METADATA_BYTES, "MAX_METADATA_BYTES")
+    try:
+        names = [line.strip() for line in content.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: class names must be UTF-8 text, one per line ({exc})") from None
+    if len(names) < 2:
+        raise ValueError(f"{path}: expected at least two class names, one per line, found {len(names)}")
+    return names
+
+
+def load_shards(pattern, image_size=None, mode="RGB", test_shards=None, transform=None, test_transform=None,
+                shuffle_buffer=1000, num_classes=None, length=None, test_length=None, decode="auto"):
+    """``DatasetSplits`` of two ``ShardDataset`` (train shuffled with ``shuffle_buffer``, test in
+    stored order).
+
+    image_size      every image is resized to it before the transform; by default 224 for a split
+                    without a transform, none for one with a transform (it fixes the size)
+    transform, test_transform
+                    per-sample augmentations of the two splits (``xpnet.data.augment``)
+    test_shards     the test pattern (default: derived from ``pattern``, see the module docstring;
+                    none found leaves ``test`` None)
+    num_classes     the class count; else the names of ``classes.txt`` beside the first training
+                    shard; else the largest label seen by a scan, plus one
+    length, test_length
+                    sample counts; else ``sizes.json`` beside the shards (``{"file name": count}``);
+                    else a scan. A scan reads every shard once (labels only, images skipped), so
+                    give the counts for large data sets.
+    """
+    from ..shards import ShardDataset  # here: shards imports this package's folder module
+
+    size, test_size = _split_sizes(image_size, transform, test_transform, "load_dataset(shards): image_size")
+    train = ShardDataset(pattern, transform=transform, shuffle_buffer=shuffle_buffer, image_size=size, mode=mode,
+                         length=length, decode=decode)
+    test = None
+    candidates = [test_shards] if test_shards is not None else _shard_test_candidates(pattern)
+    for candidate in candidates:
+        try:
+            test = ShardDataset(candidate, transform=test_transform, shuffle_buffer=0, image_size=test_size, mode=mode,
+                                length=test_length, decode=decode)
+            break
+        except (FileNotFoundError, NotARegularFileError):
+            if test_shards is not None:
+                raise
+    folder = os.path.dirname(train.urls[0])
+    classes = None
+    if num_classes is None and os.path.isfile(os.path.join(folder, "classes.txt")):
+        classes = _read_classes(os.path.join(folder, "classes.txt"))
+        num_classes = len(classes)
+    sizes = os.path.join(folder, "sizes.json")
+    for split in (train, test):
+        if split is not None and split.length is None:
+            if os.path.isfile(sizes) and split.read_sizes(sizes):
+                continue
+            split.scan()
+    if num_classes is None:
+        seen = [s.max_label for s in (train, test) if s is not None and s.max_label is not None]
+        if not seen:
+            train.scan()
+            seen = [train.max_label]
+        num_classes = max(max(seen) + 1, 2)
+    for split in (train, test):
+        if split is not None:
+            split.num_classes = num_classes
+    classes = classes or [str(c) for c in range(num_classes)]
+    return DatasetSplits(train, test, num_classes, classes, "shards", pattern)
 
 
 register_dataset("mnist-sample", _mnist_sample, needs_path=False)
@@ -193,6 +310,7 @@ register_dataset("fashion-mnist", _idx_loader("fashion-mnist", FASHION_MNIST_CLA
 register_dataset("cifar10", _cifar10)
 register_dataset("cifar100", _cifar100)
 register_dataset("folder", _folder)
+register_dataset("shards", load_shards, pattern=True)
 
 __all__ = [
     "DatasetSplits", "load_dataset", "register_dataset", "accepted_forms",
@@ -200,4 +318,5 @@ __all__ = [
     "load_cifar10", "load_cifar100", "read_cifar_binary", "read_cifar_python", "detect_cifar",
     "cifar_class_names", "RestrictedUnpickler", "UnsafePickleError", "restricted_load",
     "ImageFolder", "load_image_folder", "require_pillow", "NotARegularFileError", "check_labels",
+    "load_shards",
 ]

@@ -1,6 +1,8 @@
-"""Image folders: one subfolder per class (ImageNet style), decoded with Pillow.
+"""Image folders: one subfolder per class (ImageNet style), decoded by ``xpnet.data.decode``
+(JPEGs through simplejpeg when installed, everything else through Pillow).
 
-Host-side module: it imports NumPy (and Pillow, an optional extra: ``pip install "xpnet[images]"``).
+Host-side module: it imports NumPy (and Pillow, an optional extra: ``pip install "xpnet[images]"``,
+which also installs simplejpeg).
 
     root/
       cat/  001.jpg  002.png ...
@@ -8,15 +10,20 @@ Host-side module: it imports NumPy (and Pillow, an optional extra: ``pip install
 
 Classes are the subfolder names in sorted order (label 0 is the first); files are found
 recursively inside each class folder. Every image is converted to RGB (or the given mode) and
-resized to ``size`` (e.g. 224 or 227 for the ImageNet nets of the notes), then returned as uint8
-(C, H, W). ``ImageFolder`` decodes lazily, one image per ``__getitem__``, so a large folder is never
-held in memory at once; ``load_image_folder`` decodes everything into arrays.
+resized to ``size`` (e.g. 224 or 227 for the ImageNet nets of the notes), passed through the
+per-sample ``transform`` if one is given (``xpnet.data.augment``), then returned as uint8
+(C, H, W). ``ImageFolder`` decodes lazily, one image per ``__getitem__``/``sample``, so a large
+folder is never held in memory at once; ``load_image_folder`` decodes everything into arrays. A
+JPEG whose target size is at most half its stored size is decoded at a reduced scale (see
+``xpnet.data.decode``).
 
 The folder is read as hostile input: every class needs images and there must be two classes at
 least; an entry with an image name that is not a regular file (a FIFO ``pipe.png``, a device) is
-refused when the folder is scanned; only the formats of ``IMAGE_EXTENSIONS`` are decoded; an image
-of more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (its decompression-bomb bound, which Pillow only
-warns about up to twice that) is refused; every error names the file.
+refused when the folder is scanned; only the formats of ``IMAGE_EXTENSIONS`` are decoded (and only
+by simplejpeg or Pillow's ``PILLOW_FORMATS`` decoders, whatever the content claims); an image of
+more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (its decompression-bomb bound, which Pillow only
+warns about up to twice that) is refused from its header, before decoding, by either decoder; a
+file above ``MAX_IMAGE_FILE_BYTES`` is refused unread; every error names the file.
 """
 
 from __future__ import annotations
@@ -26,13 +33,18 @@ import pathlib
 
 import numpy as np
 
-from ..dataset import Dataset
-from ...safe_io import memory_guard, open_regular, regular_size
+from ..augment import to_chw
+from ..dataset import Dataset, Subset
+from ..decode import (  # noqa: F401  (DecompressionBombRefused, PILLOW_FORMATS: importable here as before)
+    DECODERS,
+    MAX_IMAGE_FILE_BYTES,
+    PILLOW_FORMATS,
+    DecompressionBombRefused,
+    decode_file,
+)
+from ...safe_io import regular_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-# the Pillow decoders for those extensions: a file is decoded only by one of these, whatever its
-# content claims (no PostScript through Ghostscript, no exotic decoder for a hostile file)
-PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "PPM", "TIFF", "WEBP")
 # the most pixels a resized image may have: 4096 x 4096, 48 MiB as RGB uint8, far above the
 # 224/227 inputs of the ImageNet nets; a larger ``size`` would make every small file cost that much
 MAX_SIZE_PIXELS = 4096 * 4096
@@ -103,10 +115,27 @@ class ImageFolder(Dataset):
     mode        Pillow mode: ``'RGB'`` (3 channels) or ``'L'`` (1 channel)
     classes     the class names to use, in label order (default: all subfolders, sorted); a
                 validation folder passes the training folder's list so labels agree
+    transform   a per-sample augmentation ``t(img, rng)`` on the uint8 (H, W, C) image (after the
+                resize to ``size``, if any), e.g. ``augment.Compose([augment.RandomResizedCrop(224),
+                augment.RandomHorizontalFlip()])``; its result is converted to (C, H, W)
+    decoder     ``'auto'`` (simplejpeg for JPEGs when installed), ``'simplejpeg'`` or ``'pillow'``
+
+    Randomness: ``sample(index, rng)`` draws the transform's randomness from ``rng`` (the
+    DataLoader passes one generator per sample, from ``SeedSequence([seed, epoch, index])``);
+    ``dataset[index]`` is deterministic: without a transform the decoded image, with one the
+    transform driven by a fixed generator seeded by the index, ``np.random.default_rng(index)``
+    (the same augmented image at every call).
     """
 
-    def __init__(self, root, size=None, mode="RGB", classes=None, extensions=IMAGE_EXTENSIONS):
-        self._image = require_pillow()
+    def __init__(self, root, size=None, mode="RGB", classes=None, extensions=IMAGE_EXTENSIONS, transform=None,
+                 decoder="auto"):
+        require_pillow()  # a clear ImportError now rather than at the first image
+        if transform is not None and not callable(transform):
+            raise TypeError(f"ImageFolder: transform must be callable as transform(img, rng), got {transform!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"ImageFolder: decoder must be one of {DECODERS}, got {decoder!r}")
+        self.transform = transform
+        self.decoder = decoder
         self.root = pathlib.Path(os.path.expanduser(str(root)))
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageFolder: {self.root} is not a directory (expected one subfolder per class)")
@@ -142,44 +171,52 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def decode(self, index) -> np.ndarray:
+        """Image ``index`` decoded, converted and resized to ``size``: uint8 (H, W, C), before any
+        transform. With no ``size``, a JPEG may be decoded at a reduced scale that still covers
+        what the transform's ``decode_hint`` asks for (``augment.Resize`` first gives one)."""
+        hint = getattr(self.transform, "decode_hint", None) if self.size is None else None
+        return decode_file(self.paths[index], mode=self.mode, size=self.size, min_size=hint, decoder=self.decoder,
+                           owner="ImageFolder")
+
     def load(self, index) -> np.ndarray:
-        """Image ``index`` decoded, converted and resized: uint8 (C, H, W).
+        """Image ``index`` decoded, converted and resized, without the transform: uint8 (C, H, W).
 
         A file that does not decode is a ValueError naming it; an ``OSError`` with an errno (disk,
         permissions) is not a data problem and passes through; a ``MemoryError`` names the file.
         """
-        path = self.paths[index]
-        image = self._image
-        with open_regular(path, "an image") as (handle, size), memory_guard(path, "decoding an image"):
-            try:
-                with image.open(handle, formats=PILLOW_FORMATS) as picture:
-                    _check_pixels(path, size, picture.size[0] * picture.size[1], image.MAX_IMAGE_PIXELS)
-                    picture = picture.convert(self.mode)
-                    if self.size is not None and picture.size != (self.size[1], self.size[0]):
-                        picture = picture.resize((self.size[1], self.size[0]), _bilinear(image))
-                    pixels = np.asarray(picture, dtype=np.uint8)
-            except DecompressionBombRefused:
-                raise
-            except (image.DecompressionBombError, image.DecompressionBombWarning) as exc:
-                raise DecompressionBombRefused(f"ImageFolder: {path} ({size} bytes) is refused as a decompression "
-                                               f"bomb: {exc}") from None
-            except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders raise all three
-                if isinstance(exc, OSError) and exc.errno is not None:
-                    raise
-                raise ValueError(f"ImageFolder: cannot decode {path} ({size} bytes): "
-                                 f"{type(exc).__name__}: {exc}") from None
-        if pixels.ndim == 2:
-            return pixels[None, :, :]
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return to_chw(self.decode(index))
 
-    def __getitem__(self, index):
+    def sample(self, index, rng):
+        """``(image uint8 (C, H, W), label)`` of sample ``index``, the transform drawing from the
+        ``np.random.Generator`` ``rng`` (the DataLoader calls this when a dataset has it)."""
+        index = self._index(index)
+        if self.transform is None:
+            return self.load(index), self.labels[index]
+        return to_chw(self.transform(self.decode(index), rng), self.transform), self.labels[index]
+
+    def _index(self, index):
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"ImageFolder: index {index} out of range for {len(self)} images")
-        return self.load(index), self.labels[index]
+        return index % len(self)
+
+    def __getitem__(self, index):
+        index = self._index(index)
+        if self.transform is None:
+            return self.load(index), self.labels[index]
+        return self.sample(index, np.random.default_rng(index))
 
     def __repr__(self):
         return f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes, size={self.size})"
+
+
+class ImageFolderSubset(Subset):
+    """A ``Subset`` of an ``ImageFolder`` that keeps its ``sample(index, rng)``, so a DataLoader
+    still augments each sample with its own generator (``load_dataset('folder:DIR')``'s split)."""
+
+    def sample(self, index, rng):
+        return self.dataset.sample(int(self.indices[index]), rng)
 
 
 def load_image_folder(root, size, mode="RGB", classes=None):
@@ -187,19 +224,3 @@ def load_image_folder(root, size, mode="RGB", classes=None):
     folder = ImageFolder(root, size=size, mode=mode, classes=classes)
     images, labels = folder.get_batch(np.arange(len(folder)))
     return images, labels, folder.classes
-
-
-class DecompressionBombRefused(ValueError):
-    """An image of more pixels than Pillow's ``MAX_IMAGE_PIXELS``."""
-
-
-def _check_pixels(path, size, pixels, limit):
-    """Pillow only warns between ``MAX_IMAGE_PIXELS`` and twice that; here the bound is an error."""
-    if limit is not None and pixels > limit:
-        raise DecompressionBombRefused(f"ImageFolder: {path} ({size} bytes) is refused as a decompression bomb: "
-                                       f"{pixels} pixels, more than the {limit} accepted (PIL.Image.MAX_IMAGE_PIXELS)")
-
-
-def _bilinear(image_module):
-    # Pillow >= 9.1 names filters in Image.Resampling; older ones only as module constants
-    return getattr(image_module, "Resampling", image_module).BILINEAR
