@@ -10,7 +10,7 @@ import sys
 import time
 
 DATASET_FORMS = ("mnist-sample", "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR", "cifar100:DIR",
-                 "folder:DIR", "synthetic")
+                 "folder:DIR", "shards:PATTERN", "synthetic")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 
 
@@ -51,7 +51,9 @@ def _add_common(p):
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--backend", default=None, help="numpy | cupy | array_api_strict | torch | auto")
     p.add_argument("--device", default=None, help="e.g. 0, cuda:1, device1")
-    p.add_argument("--image-size", type=positive_int, default=None, help="resize side for folder datasets")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="input side for folder:/shards: datasets (default: the model's; training images get "
+                        "RandomResizedCrop + flips, test images a resize and a center crop)")
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="DataLoader worker processes preparing batches (default: the CPUs this process may use, "
                         "minus one); datasets held in memory (MNIST, CIFAR, synthetic) are sliced in the main "
@@ -92,8 +94,27 @@ def _synthetic(path, input_shape=(1, 28, 28), size=512, seed=0):
     return data.synthetic_splits(input_shape, size, seed)
 
 
-def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=None, seed=0):
-    """``data.DatasetSplits`` for a dataset spec (``synthetic`` takes the model's input shape)."""
+def is_image_files(spec) -> bool:
+    """Whether ``spec`` names decoded image files (``folder:``, ``shards:``): those get ImageNet's
+    per-image augmentation (``image_transforms``), not the in-memory sets' batch crops."""
+    return spec.strip().lower().startswith(("folder", "shards"))
+
+
+def image_transforms(side, augment):
+    """ImageNet training's per-image transforms for ``side``-pixel inputs: RandomResizedCrop and a
+    horizontal flip for training (a resize to the side only, without ``augment``); the test split
+    resized to side * 256 / 224 and center-cropped, as the ImageNet models are evaluated."""
+    from ..data import augment as aug
+
+    train = aug.Compose([aug.RandomResizedCrop(side), aug.RandomHorizontalFlip()]) if augment else aug.Compose(
+        [aug.Resize((side, side))])
+    test = aug.Compose([aug.Resize(round(side * 256 / 224)), aug.CenterCrop(side)])
+    return train, test
+
+
+def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=None, seed=0, augment=False):
+    """``data.DatasetSplits`` for a dataset spec (``synthetic`` takes the model's input shape; image
+    files are decoded at ``image_size``, the model's input size by default, see image_transforms)."""
     from .. import data
     from ..models import default_input_size
 
@@ -102,8 +123,9 @@ def load_splits(spec, model_name="vgg_small", synthetic_size=None, image_size=No
         side = image_size or default_input_size(model_name)
         channels = 1 if model_name in ("mlp", "lenet5", "vgg_small") else 3
         options = {"input_shape": (channels, side, side), "size": synthetic_size or 512, "seed": seed}
-    elif spec.strip().lower().startswith("folder") and image_size:
-        options = {"image_size": image_size}
+    elif is_image_files(spec):
+        train, test = image_transforms(image_size or default_input_size(model_name), augment)
+        options = {"transform": train, "test_transform": test}
     try:
         splits = data.load_dataset(spec, **options)
     except (FileNotFoundError, ValueError) as exc:
@@ -267,7 +289,8 @@ def cmd_train(args) -> int:
         if int(header["epoch"]) >= epochs:
             raise UsageError(f"--epochs {epochs} is the total to reach, but checkpoint {args.resume!r} already "
                              f"holds {header['epoch']} epoch(s); give --epochs larger than {header['epoch']}")
-    splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed)
+    augment = not args.no_augment and args.dataset != "synthetic"
+    splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed, augment)
     num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
     in_channels, side = sample_shape[0], sample_shape[-1]
     try:
@@ -276,7 +299,8 @@ def cmd_train(args) -> int:
         raise UsageError(f"model {args.model!r} cannot take the dataset's images of shape "
                          f"{sample_shape}: {exc}") from None
     check_model_fits(model, sample_shape, args.model)
-    train_tf, test_tf = _transforms(splits.train, augment=not args.no_augment and args.dataset != "synthetic")
+    # image files were augmented per image as they were decoded (image_transforms)
+    train_tf, test_tf = _transforms(splits.train, augment=augment and not is_image_files(args.dataset))
     # a prefetch thread pays off when compute runs on a GPU; on a CPU it competes for the cores
     prefetch = 2 if backend.name == "cupy" or str(backend.device).startswith("cuda") else 0
     workers = loader_options(args)
