@@ -56,7 +56,7 @@ from .serialization import SerializationError, load, save  # noqa: F401  -- torc
 
 bool = bool_  # noqa: A001  -- xpnet.bool names the boolean dtype, as torch.bool does
 
-_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda", "amp", "utils")
+_SUBPACKAGES = ("nn", "optim", "data", "models", "train", "classic", "bench", "cuda", "amp", "utils", "distributed")
 
 
 def __getattr__(name):

@@ -67,6 +67,7 @@ def info_text() -> str:
 
     lines.append(f"NumPy compiled kernels: {native.status()}")
     lines.append(f"C allocator: {allocator.status()}")
+    lines.append(f"distributed: {__import__('xpnet.distributed', fromlist=['transport']).transport()}")
     lines.append("backends:")
     for name, reason in available_backends().items():
         lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")

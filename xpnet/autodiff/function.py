@@ -289,23 +289,140 @@ def _topological_order(root_node):
     return order
 
 
+# -- gradient hooks ------------------------------------------------------------------------------
+# How many post-accumulate-grad hooks are registered (Tensor.register_post_accumulate_grad_hook) and
+# not removed: while 0, backward pays one truth test for hooks. A Tensor dropped with its hooks still
+# registered keeps the count up: backward then only scans its graph for hooked leaves, still correct.
+_hook_count = 0
+# Callbacks queued (queue_callback) during a backward, run when the outermost backward ends.
+_final_callbacks = []
+_backward_depth = 0
+
+
+class HookHandle:
+    """Returned by ``register_post_accumulate_grad_hook``: ``handle.remove()`` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self.id = HookHandle._next_id
+        HookHandle._next_id += 1
+
+    def remove(self) -> None:
+        global _hook_count
+        if self._hooks.pop(self.id, None) is not None:
+            _hook_count -= 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+def _add_hook(hooks: dict, hook) -> HookHandle:
+    global _hook_count
+    handle = HookHandle(hooks)
+    hooks[handle.id] = hook
+    _hook_count += 1
+    return handle
+
+
+def queue_callback(callback) -> None:
+    """Run ``callback()`` once the backward now running has finished (torch's
+    ``Variable._execution_engine.queue_callback``): a gradient hook uses it to act on the whole
+    backward (DistributedDataParallel waits for its all-reduces there). Callbacks run in the order
+    queued, after the outermost backward when backwards nest, and may queue more; a backward that
+    raises drops them. Only valid during backward."""
+    if not _backward_depth:
+        raise RuntimeError("queue_callback: callbacks can only be queued during a backward pass")
+    _final_callbacks.append(callback)
+
+
+def _hook_edges(order):
+    """{id(leaf): [leaf, edges left, got a gradient]} for the hooked leaves that the nodes of
+    ``order`` feed: a leaf's hooks run when its last edge has been processed, so once per backward
+    after all of its gradient has been accumulated (as torch's AccumulateGrad)."""
+    edges = {}
+    for node in order:
+        for t in node.inputs:
+            if t is not None and t._node is None and t._post_accumulate_grad_hooks:
+                entry = edges.get(id(t))
+                if entry is None:
+                    edges[id(t)] = [t, 1, False]
+                else:
+                    entry[1] += 1
+    return edges
+
+
+def _run_post_accumulate_hooks(tensor) -> None:
+    for hook in tuple(tensor._post_accumulate_grad_hooks.values()):
+        hook(tensor)
+
+
+def _edges_done(node_inputs, edges) -> None:
+    for t in node_inputs:
+        if t is not None:
+            entry = edges.get(id(t))
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] == 0 and entry[2]:
+                    _run_post_accumulate_hooks(entry[0])
+
+
 def run_backward(root, grad, retain_graph: bool = False) -> None:
     """Reverse-mode sweep from Tensor ``root`` seeded with array ``grad``.
 
     Each node runs once, in reverse topological order, with the sum of the gradients that reached
-    each of its outputs; leaf Tensors that require grad accumulate into ``.grad``.
+    each of its outputs; leaf Tensors that require grad accumulate into ``.grad``. A leaf's
+    post-accumulate-grad hooks run once, after its last gradient of this sweep has been
+    accumulated; callbacks queued with ``queue_callback`` run after the sweep.
     """
+    global _backward_depth
+    _backward_depth += 1
+    try:
+        _sweep(root, grad, retain_graph)
+    except BaseException:
+        if _backward_depth == 1:
+            _final_callbacks.clear()
+        raise
+    finally:
+        _backward_depth -= 1
+    if _final_callbacks and not _backward_depth:
+        _run_final_callbacks()
+
+
+def _run_final_callbacks() -> None:
+    global _backward_depth
+    _backward_depth += 1  # a callback may queue another: it runs in this same loop
+    try:
+        while _final_callbacks:
+            _final_callbacks.pop(0)()
+    finally:
+        _backward_depth -= 1
+        _final_callbacks.clear()
+
+
+def _sweep(root, grad, retain_graph: bool) -> None:
     start = root._node
     if start is None:
         if root.requires_grad:
             root._accumulate_grad(grad)
+            if root._post_accumulate_grad_hooks:
+                _run_post_accumulate_hooks(root)
         return
     slots = [None] * start.n_outputs
     slots[root._output_index] = grad
     pending = {start: slots}
-    for node in _topological_order(start):
+    order = _topological_order(start)
+    edges = _hook_edges(order) if _hook_count else None
+    for node in order:
         grads = pending.pop(node, None)
         if grads is None:
+            if edges:
+                _edges_done(node.inputs, edges)
             continue
         if node.freed:
             raise RuntimeError(
@@ -339,6 +456,10 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
             parent = t._node
             if parent is None:
                 t._accumulate_grad(g, owned)
+                if edges:
+                    entry = edges.get(id(t))
+                    if entry is not None:
+                        entry[2] = True
                 continue
             if t._retains_grad:
                 t._accumulate_grad(g)
@@ -347,6 +468,8 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 slots = pending[parent] = [None] * parent.n_outputs
             k = t._output_index
             slots[k] = g if slots[k] is None else slots[k] + g
+        if edges:
+            _edges_done(node.inputs, edges)
         if not retain_graph:
             # drop everything the node holds, not just saved arrays: a caller that keeps the loss
             # alive (until the next iteration reassigns it) must not keep every activation alive

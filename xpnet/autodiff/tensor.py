@@ -35,6 +35,7 @@ class Tensor(TorchMethods):
     _output_index = 0  # which output of its node this Tensor is
     _retains_grad = False  # keep .grad on a non-leaf (retain_grad())
     _tangent = None  # forward-mode tangent (a raw array) inside autodiff.jvp
+    _post_accumulate_grad_hooks = None  # {handle id: hook}, register_post_accumulate_grad_hook
 
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
@@ -161,6 +162,24 @@ class Tensor(TorchMethods):
         """Keep ``.grad`` on this non-leaf Tensor after backward."""
         self._retains_grad = True
         return self
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(tensor)`` in each backward after the gradient of this leaf has been
+        accumulated into ``.grad`` (torch's name and semantics: once per backward, after every
+        contribution of that backward; the return value is ignored). Returns a handle whose
+        ``remove()`` unregisters it. Queue work for the end of the backward with
+        ``xpnet.autodiff.function.queue_callback``."""
+        if self._node is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf Tensors accumulate a .grad; "
+                               "use it on a leaf (a Parameter)")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: this Tensor does not require grad")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = self._post_accumulate_grad_hooks
+        if hooks is None:
+            hooks = self._post_accumulate_grad_hooks = {}
+        return _function._add_hook(hooks, hook)
 
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Reverse-mode sweep from this Tensor; ``grad`` defaults to 1 for a one-element Tensor."""

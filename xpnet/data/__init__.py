@@ -18,6 +18,7 @@ from .device_transforms import NormalizeOnDevice  # noqa: F401
 from .shards import ShardDataset, expand_urls  # noqa: F401
 from .dataset import Dataset, Subset, TensorDataset, input_shape_of, stack_samples, stratified_split  # noqa: F401
 from .loader import DataLoader, epoch_generators  # noqa: F401
+from .sampler import DistributedSampler, Sampler  # noqa: F401
 from .workers import DataLoaderWorkerError, WorkerInfo, get_worker_info  # noqa: F401
 from .mnist_sample import load_mnist_sample  # noqa: F401
 from .synthetic import channel_stats, synthetic_splits  # noqa: F401
@@ -48,7 +49,7 @@ from .transforms import (  # noqa: F401
 )
 
 __all__ = [
-    "Dataset", "TensorDataset", "Subset", "DataLoader", "stack_samples", "stratified_split", "epoch_generators",
+    "Dataset", "TensorDataset", "Subset", "DataLoader", "Sampler", "DistributedSampler", "stack_samples", "stratified_split", "epoch_generators",
     "get_worker_info", "WorkerInfo", "DataLoaderWorkerError",
     "transforms", "Compose", "GaussianNoise", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat",
     "load_mnist_sample", "synthetic_splits", "channel_stats", "input_shape_of", "load_dataset", "register_dataset", "accepted_forms", "DatasetSplits",

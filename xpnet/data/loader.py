@@ -59,6 +59,9 @@ class DataLoader:
                 estimate from ``len(dataset)`` (as PyTorch's for an IterableDataset)
     batch_size  samples per batch; the last batch is smaller unless ``drop_last``
     shuffle     a new order each epoch (see the module docstring for how it is derived)
+    sampler     the sample indices, in order, from ``iter(sampler)`` (``len(sampler)`` of them)
+                instead of the loader's own order, e.g. ``DistributedSampler``; excludes
+                ``shuffle=True``; its ``set_epoch`` is the caller's to call, as in PyTorch
     seed        base seed of the order and the transforms (None: drawn from the backend's generator)
     transform   ``transform(x, rng) -> x`` applied to the first field (the inputs) of each host
                 batch, e.g. ``transforms.Compose([...])``
@@ -97,7 +100,7 @@ class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, transform=None,
                  backend=None, device=None, prefetch=2, num_workers=0, persistent_workers=False,
                  prefetch_factor=None, pin_memory=False, worker_init_fn=None, timeout=0,
-                 multiprocessing_context=None, device_transform=None):
+                 multiprocessing_context=None, device_transform=None, sampler=None):
         self._stream = callable(getattr(dataset, "stream", None))
         readable = hasattr(dataset, "__getitem__") or sample_function(dataset) is not None
         if not self._stream and not (hasattr(dataset, "__len__") and readable):
@@ -107,6 +110,14 @@ class DataLoader:
                             ("worker_init_fn", worker_init_fn)):
             if value is not None and not callable(value):
                 raise TypeError(f"DataLoader: {name} must be callable, got {value!r}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+            if self._stream:
+                raise ValueError(f"DataLoader: {type(dataset).__name__} is a stream; it takes no sampler")
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(f"DataLoader: sampler must have __iter__ and __len__, got {type(sampler).__name__}")
+        self.sampler = sampler
         self.dataset = dataset
         self.batch_size = _integer("batch_size", batch_size, 1)
         self.shuffle = _flag("shuffle", shuffle)
@@ -146,7 +157,7 @@ class DataLoader:
     def __len__(self) -> int:
         if self._stream:
             return self._stream_length()
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _stream_length(self):
@@ -174,6 +185,8 @@ class DataLoader:
         if self._stream:
             raise TypeError(f"DataLoader: {type(self.dataset).__name__} is a stream; it has no index order")
         epoch = self.epoch if epoch is None else int(epoch)
+        if self.sampler is not None:  # the sampler's indices, in its order (its own epoch: set_epoch)
+            return np.fromiter((int(i) for i in iter(self.sampler)), dtype=np.int64)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n, dtype=np.int64)
@@ -181,7 +194,7 @@ class DataLoader:
         return order_rng.permutation(n).astype(np.int64)
 
     def _batches(self, order):
-        count = len(self)
+        count = len(order) // self.batch_size if self.drop_last else math.ceil(len(order) / self.batch_size)
         return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(count)]
 
     # -- resumption ---------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""xpnet.nn.parallel: DistributedDataParallel (torch.nn.parallel's name and semantics)."""
+
+from .distributed import DistributedDataParallel
+
+__all__ = ["DistributedDataParallel"]
