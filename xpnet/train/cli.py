@@ -267,7 +267,77 @@ def _resume_header(path, model_name):
     return header
 
 
+# ----------------------------------------------------------------------------- many processes
+# (rank, size) variables of the MPI launchers: MPICH/Intel MPI (hydra), Open MPI, PMIx (srun)
+_LAUNCHER_VARIABLES = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                       ("PMIX_RANK", "SLURM_NTASKS"))
+
+
+def launched_world(environ=None) -> tuple:
+    """(rank, world size) that an MPI launcher (``mpiexec -n N``) gave this process through its
+    environment, else (0, 1). Nothing MPI is imported: a plain run stays a plain run."""
+    environ = os.environ if environ is None else environ
+    for rank_key, size_key in _LAUNCHER_VARIABLES:
+        if rank_key in environ and size_key in environ:
+            try:
+                rank, size = int(environ[rank_key]), int(environ[size_key])
+            except ValueError:
+                continue
+            if size >= 1 and 0 <= rank < size:
+                return rank, size
+    return 0, 1
+
+
+def _distributed_started() -> bool:
+    dist = sys.modules.get("xpnet.distributed")
+    return dist is not None and dist.is_initialized()
+
+
+def _abort_job(exc, rank, world):
+    """Print ``exc`` as ``xpnet`` would, then end every rank of the job with its exit code: the
+    other ranks may be waiting in a collective for this one and would otherwise hang."""
+    from ..cli import describe_error
+
+    if isinstance(exc, KeyboardInterrupt):
+        code, text = 130, "xpnet: interrupted"
+    else:
+        code, text = describe_error(exc)
+    if text.startswith("xpnet:"):
+        text = f"xpnet: rank {rank} of {world}:" + text[len("xpnet:"):]
+    print(text, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    time.sleep(0.5)  # let the launcher carry the message before the job ends
+    try:
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(code)
+    finally:
+        os._exit(code)
+
+
 def cmd_train(args) -> int:
+    """``xpnet train``; under ``mpiexec -n N`` (N > 1) the N processes train one model data-parallel:
+    the global ``--batch-size`` is split over the ranks, rank 0 alone prints and writes the run."""
+    rank, world = launched_world()
+    if world == 1:
+        return _train(args, 0, 1)
+    batch = _DEFAULTS[args.optimizer][1] if args.batch_size is None else args.batch_size
+    if batch % world:
+        if rank != 0:
+            raise SystemExit(2)  # rank 0 says why
+        raise UsageError(f"--batch-size {batch} is the global batch, split over the {world} processes of the "
+                         f"MPI launcher, and {batch} is not divisible by {world}; give a multiple of {world}")
+    try:
+        return _train(args, rank, world)
+    except (Exception, KeyboardInterrupt) as exc:
+        if not _distributed_started():  # refused before the group started: the same on every rank
+            if rank != 0:
+                raise SystemExit(2 if isinstance(exc, (UsageError, ValueError)) else 1) from None
+            raise
+        _abort_job(exc, rank, world)
+
+
+def _train(args, rank, world) -> int:
     import xpnet
 
     _register_synthetic()
@@ -289,6 +359,19 @@ def cmd_train(args) -> int:
         if int(header["epoch"]) >= epochs:
             raise UsageError(f"--epochs {epochs} is the total to reach, but checkpoint {args.resume!r} already "
                              f"holds {header['epoch']} epoch(s); give --epochs larger than {header['epoch']}")
+    lead = rank == 0
+
+    def say(*parts, **options):  # rank 0 alone prints
+        if lead:
+            print(*parts, **options)
+
+    if world > 1:
+        import xpnet.distributed as dist
+
+        dist.init_process_group()
+        if dist.get_world_size() != world:
+            raise UsageError(f"the MPI launcher's environment says {world} processes but MPI has "
+                             f"{dist.get_world_size()}")
     augment = not args.no_augment and args.dataset != "synthetic"
     splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed, augment)
     num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
@@ -299,14 +382,26 @@ def cmd_train(args) -> int:
         raise UsageError(f"model {args.model!r} cannot take the dataset's images of shape "
                          f"{sample_shape}: {exc}") from None
     check_model_fits(model, sample_shape, args.model)
+    if world > 1:  # fit wraps it in DistributedDataParallel; BatchNorm statistics over the global batch
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # image files were augmented per image as they were decoded (image_transforms)
     train_tf, test_tf = _transforms(splits.train, augment=augment and not is_image_files(args.dataset))
     # a prefetch thread pays off when compute runs on a GPU; on a CPU it competes for the cores
     prefetch = 2 if backend.name == "cupy" or str(backend.device).startswith("cuda") else 0
     workers = loader_options(args)
-    train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                                   seed=args.seed, transform=train_tf, prefetch=prefetch, **workers)
-    test_loader = data.DataLoader(splits.test, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch,
+    if world > 1:  # this rank's shard, batch_size / world of each global batch; fit calls set_epoch
+        sampler = data.DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True,
+                                          seed=args.seed, drop_last=True)
+        train_loader = data.DataLoader(splits.train, batch_size=batch_size // world, sampler=sampler,
+                                       drop_last=True, seed=args.seed, transform=train_tf, prefetch=prefetch,
+                                       **workers)
+        # every test image once over all ranks: evaluate sums the counts over the ranks
+        test_set = data.Subset(splits.test, range(rank, len(splits.test), world))
+    else:
+        train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
+                                       seed=args.seed, transform=train_tf, prefetch=prefetch, **workers)
+        test_set = splits.test
+    test_loader = data.DataLoader(test_set, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch,
                                   **workers)
     if len(train_loader) == 0:
         raise UsageError(f"--batch-size {batch_size} is larger than the training split of {args.dataset} "
@@ -321,26 +416,37 @@ def cmd_train(args) -> int:
         wanted = os.path.dirname(os.path.abspath(args.resume))
     else:
         wanted = os.path.join("runs", f"{args.model}-{args.dataset.split(':')[0]}")
-    out, note = choose_run_dir(wanted, resume=args.resume, overwrite=args.overwrite)
-    cleaned = prepare_run_dir(out)
-    if note:
-        print(f"xpnet train: {note}", flush=True)
-    if cleaned:
-        print(f"xpnet train: removed {len(cleaned)} temporary file(s) an interrupted save left in {out}", flush=True)
+    out = None
+    if lead:  # rank 0 decides the run folder; the other ranks never touch it
+        out, note = choose_run_dir(wanted, resume=args.resume, overwrite=args.overwrite)
+        cleaned = prepare_run_dir(out)
+        if note:
+            print(f"xpnet train: {note}", flush=True)
+        if cleaned:
+            print(f"xpnet train: removed {len(cleaned)} temporary file(s) an interrupted save left in {out}",
+                  flush=True)
+    if world > 1:
+        box = [out]
+        dist.broadcast_object_list(box, src=0)
+        out = box[0]
     params = sum(p.numel() for p in model.parameters())
-    print(f"xpnet train: {args.model} ({params:,} parameters) on {args.dataset} "
-          f"({len(splits.train)} train / {len(splits.test)} test images of {sample_shape}), backend {backend}, "
-          f"{args.optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs, output {out}", flush=True)
+    ranks = f" ({world} processes x {batch_size // world})" if world > 1 else ""
+    say(f"xpnet train: {args.model} ({params:,} parameters) on {args.dataset} "
+        f"({len(splits.train)} train / {len(splits.test)} test images of {sample_shape}), backend {backend}, "
+        f"{args.optimizer} lr {lr:g}, batch {batch_size}{ranks}, {epochs} epochs, output {out}", flush=True)
     started = time.perf_counter()
     with _SigtermGuard():
         try:
             history = fit(model, train_loader, test_loader, optimizer, nn.CrossEntropyLoss(), epochs,
                           scheduler=scheduler, checkpoint_dir=out, resume=args.resume,
-                          max_steps_per_epoch=args.limit_batches, stream=sys.stdout)
+                          max_steps_per_epoch=args.limit_batches, stream=sys.stdout if lead else None,
+                          progress=None if lead else False)
         finally:
             train_loader.close()  # the persistent workers
             test_loader.close()
     took = time.perf_counter() - started
+    if not lead:  # the same outcome as rank 0's, which writes and reports it
+        return (143 if history.signal == "SIGTERM" else 130) if history.interrupted else 0
     csv_path = history.to_csv(os.path.join(out, "history.csv"))
     plot = plot_history(history, os.path.join(out, "curves.png")) if history["epoch"] else None
     if history.interrupted:

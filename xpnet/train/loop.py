@@ -64,8 +64,46 @@ def _current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else float("nan")
 
 
+def _world():
+    """(rank, world size) of the initialised ``xpnet.distributed`` process group, else (0, 1)."""
+    import sys
+
+    dist = sys.modules.get("xpnet.distributed")  # never import (or start) MPI for a plain run
+    if dist is None or not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _sum_over_ranks(values):
+    """``values`` (floats) summed over the ranks of the process group (as they are with one process)."""
+    import numpy as np
+
+    if _world()[1] == 1:
+        return [float(v) for v in values]
+    import xpnet.distributed as dist
+
+    buffer = np.asarray(values, dtype=np.float64)
+    dist.all_reduce(buffer)
+    return [float(v) for v in buffer]
+
+
+def _unwrapped(model):
+    """The module a DistributedDataParallel wraps (``ddp.module``), else ``model``."""
+    from ..nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def evaluate(model, loader, loss_fn=None, max_batches=None):
-    """(mean loss or None, accuracy) of ``model`` in eval mode over ``loader``."""
+    """(mean loss or None, accuracy) of ``model`` in eval mode over ``loader``.
+
+    Under an initialised process group of several ranks the loss sums, correct counts and sample
+    counts are summed over the ranks, so every rank returns the same numbers: right when each rank
+    holds a disjoint shard of the set (``Subset(test, range(rank, len, world))``) and also when each
+    holds the whole set (the means are then those of one copy). A DistributedDataParallel model is
+    evaluated through ``model.module`` (no collective per batch, so shards may differ in length).
+    """
+    model = _unwrapped(model)
     was_training = model.training
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
@@ -80,6 +118,7 @@ def evaluate(model, loader, loss_fn=None, max_batches=None):
             correct += correct_count(out.data, unwrap(yb))
             seen += n
     model.train(was_training)
+    total_loss, correct, seen = _sum_over_ranks([total_loss, correct, seen])
     if seen == 0:
         return None, float("nan")
     return (total_loss / seen if loss_fn is not None else None), correct / seen
@@ -234,6 +273,17 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
     written only from a finite state, so the one on disk (named in the message) is the last good one.
     Ctrl-C (or SIGTERM through TrainingTerminated) saves ``interrupted.safetensors`` from a finite
     state and returns the history with ``interrupted=True`` (and ``signal`` 'SIGINT' or 'SIGTERM').
+
+    Many processes: when ``xpnet.distributed.is_initialized()`` with a world size above 1, every rank
+    calls ``fit`` with its own shard of the training data (a loader with a ``DistributedSampler``;
+    ``set_epoch`` is called each epoch) and the same number of batches per epoch. The model is wrapped
+    in DistributedDataParallel unless it already is (convert BatchNorm with
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` first if you want it synchronised); the training
+    loss, accuracy and sample counts are summed over the ranks at every step (so a NaN on one rank
+    stops every rank), and so are the validation sums (see ``evaluate``). Rank 0 alone prints and
+    writes checkpoints (the unwrapped ``ddp.module``, so they resume on any number of ranks); every
+    rank reads ``resume``. Callbacks run on every rank and see the reduced records; training stops
+    early when any rank's callback asks to.
     """
     if optimizer is None or loss_fn is None:
         raise TypeError("fit: optimizer and loss_fn are required")
@@ -247,19 +297,29 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
         raise ValueError(f"fit: the training loader yields no batch per epoch (len(train_loader) = "
                          f"{len(train_loader)}): the dataset is smaller than one batch, or empty")
     interval = _scheduler_interval(scheduler, scheduler_interval)
+    rank, world = _world()
+    if world > 1:
+        from ..nn.parallel import DistributedDataParallel
+
+        if not isinstance(model, DistributedDataParallel):
+            model = DistributedDataParallel(model)
+    inner = _unwrapped(model)  # what checkpoints hold and callbacks see
+    lead = rank == 0
+    if not lead:  # only rank 0 prints and writes files
+        stream, progress, checkpoint_dir = None, False, None
     history = History(history)
     start_epoch = 0
     ckpt_path = os.path.join(checkpoint_dir, "checkpoint.safetensors") if checkpoint_dir else None
     saved = _checkpoint_on_disk(ckpt_path)  # (path, epoch) of the checkpoint that is on disk, or None
     if resume is not None:
-        start_epoch, header, message = _resume(resume, model, optimizer, scheduler, train_loader, epochs,
+        start_epoch, header, message = _resume(resume, inner, optimizer, scheduler, train_loader, epochs,
                                                steps_per_epoch, interval)
         history = History(header.get("extra", {}).get("history"))
         saved = (str(resume), start_epoch)
         if message and stream is not None:
             print(f"resume: epoch {start_epoch} of {epochs} from {resume}; {message}", file=stream, flush=True)
-    trainer = Trainer(model, optimizer, scheduler, history)
-    display = Progress(epochs, enabled=progress, stream=stream)
+    trainer = Trainer(inner, optimizer, scheduler, history)
+    display = Progress(epochs, enabled=progress, stream=stream if lead else io.StringIO())  # others: silent
     for cb in callbacks:
         cb.on_train_begin(trainer)
 
@@ -276,6 +336,9 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
         for epoch in range(start_epoch, epochs):
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler: this epoch's shuffle
+                sampler.set_epoch(epoch)
             model.train()
             display.start_epoch(epoch, steps_per_epoch)
             total_loss, correct, seen, step = 0.0, 0, 0, 0
@@ -293,14 +356,18 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
 
                     clip_grad_norm_(model.parameters(), clip_grad_norm)
                 value = float(loss.item())
+                n = yb.shape[0]
+                batch_correct = correct_count(out.data, unwrap(yb))
+                if world > 1:  # the global batch's mean loss, on every rank
+                    loss_sum, batch_correct, n = _sum_over_ranks([value * n, batch_correct, n])
+                    value, batch_correct, n = loss_sum / n, int(batch_correct), int(n)
                 if not math.isfinite(value):
                     raise _diverged(f"the training loss became {value}", epoch, step, saved)
                 optimizer.step()
                 if scheduler is not None and interval == "step":
                     scheduler.step()
-                n = yb.shape[0]
                 total_loss += value * n
-                correct += correct_count(out.data, unwrap(yb))
+                correct += batch_correct
                 seen += n
                 elapsed = time.perf_counter() - started
                 display.update(total_loss / seen, correct / seen, seen / max(elapsed, 1e-9))
@@ -313,7 +380,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
                 val_loss, val_acc = evaluate(model, val_loader, loss_fn)
                 if val_loss is not None and not math.isfinite(val_loss):
                     raise _diverged(f"the validation loss became {val_loss}", epoch, step, saved)
-            bad = nonfinite_report(model, optimizer)
+            bad = nonfinite_report(inner, optimizer)
             if bad:
                 raise _diverged(bad, epoch, step, saved)
             record = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
@@ -327,12 +394,14 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
             history.append(record)
             display.end_epoch(epoch, record, epochs - epoch - 1)
             if ckpt_path:
-                save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch=epoch + 1, extra=state_extra())
+                save_checkpoint(ckpt_path, inner, optimizer, scheduler, epoch=epoch + 1, extra=state_extra())
                 history.checkpoint_path = ckpt_path
                 saved = (ckpt_path, epoch + 1)
             stop = False
             for cb in callbacks:
                 stop = bool(cb.on_epoch_end(trainer, epoch, record)) or stop
+            if world > 1:  # every rank stops together
+                stop = _sum_over_ranks([stop])[0] > 0
             if stop:
                 history.stopped_early = True
                 break
@@ -341,14 +410,14 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
         history.interrupted = True
         history.signal = "SIGTERM" if isinstance(exc, TrainingTerminated) else "SIGINT"
         if checkpoint_dir:
-            bad = nonfinite_report(model, optimizer)
+            bad = nonfinite_report(inner, optimizer)
             if bad:
                 # an interrupted step can leave nothing worth keeping; never save a diverged state
                 history.checkpoint_path = saved[0] if saved else None
                 history.unsaved_reason = f"{bad}, so no interrupted checkpoint was written"
                 return history
             path = os.path.join(checkpoint_dir, "interrupted.safetensors")
-            save_checkpoint(path, model, optimizer, scheduler, epoch=len(history["epoch"]), extra=state_extra())
+            save_checkpoint(path, inner, optimizer, scheduler, epoch=len(history["epoch"]), extra=state_extra())
             history.checkpoint_path = path
         return history
     finally:
