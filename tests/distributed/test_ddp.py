@@ -62,7 +62,7 @@ loss_fn = nn.CrossEntropyLoss()
 
 
 def train_case(make, shape, cap, as_view):
-    steps = batches(shape, 3)
+    steps = batches(shape, 5 if make is mlp else 3)  # 5 SGD-momentum steps without BatchNorm
     ref = make(0)
     ref_opt = optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
     local = make(0 if r == 0 else 5)             # rank 1 starts elsewhere: DDP copies rank 0's
