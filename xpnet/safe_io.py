@@ -103,6 +103,27 @@ def open_regular(path, what: str):
         yield handle, size
 
 
+class ShortRead(EOFError):
+    """The file ended ``done`` bytes into a read of ``count`` (``read_exactly``)."""
+
+    def __init__(self, done: int, count: int):
+        super().__init__(f"the file ended after {done} of {count} bytes")
+        self.done, self.count = done, count
+
+
+def read_exactly(fd: int, count: int) -> bytearray:
+    """``count`` bytes from ``fd``, read into one buffer until it is full; ``ShortRead`` when the file
+    ends first (an ``OSError`` passes through). The callers name the file in their own errors."""
+    buffer = bytearray(count)
+    view, done = memoryview(buffer), 0
+    while done < count:
+        got = os.readv(fd, [view[done:]])
+        if got == 0:
+            raise ShortRead(done, count)
+        done += got
+    return buffer
+
+
 def check_size(path, what: str, size: int, max_bytes: int, reason: str) -> None:
     """Refuse a file larger than ``max_bytes``; ``reason`` says where the bound comes from."""
     if size > max_bytes:

@@ -42,7 +42,7 @@ import warnings
 
 import numpy as np
 
-from .safe_io import atomic_write_bytes, memory_guard, open_regular_fd
+from .safe_io import ShortRead, atomic_write_bytes, memory_guard, open_regular_fd, read_exactly
 from .safetensors_file import MAX_HEADER_BYTES, SafetensorsFileError, array_from_body, loads_json, parse_file_header
 
 __all__ = ["save", "load", "SerializationError", "file_kind", "FORMAT", "VERSION", "METADATA_KEY", "MAX_DEPTH"]
@@ -254,15 +254,11 @@ def load(f, map_location=None, *, weights_only=True):
 
 
 def _read_exactly(fd, count, path, what):
-    buffer = bytearray(count)
-    view, done = memoryview(buffer), 0
-    while done < count:
-        got = os.readv(fd, [view[done:]])
-        if got == 0:
-            raise _error(path, f"the file ended after {done} of the {count} bytes of {what} (truncated while "
-                               "being read?)")
-        done += got
-    return buffer
+    try:
+        return read_exactly(fd, count)
+    except ShortRead as short:
+        raise _error(path, f"the file ended after {short.done} of the {count} bytes of {what} (truncated while "
+                           "being read?)") from None
 
 
 def _read_safetensors(fd, size, head, path):

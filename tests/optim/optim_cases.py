@@ -87,8 +87,8 @@ def run_xpnet(name, options, steps=STEPS, params=None, optimizer=None):
     return out
 
 
-def run_torch(name, options, steps=STEPS):
-    """The same trajectory with torch.optim, gradients by torch autograd."""
+def _torch_run(name, options, steps):
+    """(trajectory, optimizer, w, c) of torch.optim's ``name``, gradients by torch autograd."""
     import torch
 
     a, b = torch.from_numpy(A), torch.from_numpy(B)
@@ -103,7 +103,24 @@ def run_torch(name, options, steps=STEPS):
         loss.backward()
         opt.step()
         out.append((w.detach().numpy().copy(), c.detach().numpy().copy()))
-    return out
+    return out, opt, w, c
+
+
+def run_torch(name, options, steps=STEPS):
+    """The same trajectory with torch.optim, gradients by torch autograd."""
+    return _torch_run(name, options, steps)[0]
+
+
+def continue_from_torch(name, options, steps=10):
+    """(xpnet optimizer, (w, c)): xpnet's ``name`` over parameters holding torch.optim's values
+    after ``steps`` steps of the trajectory, with torch's ``state_dict`` loaded (its defaults, as
+    a ported program constructs it)."""
+    _, topt, tw, tc = _torch_run(name, options, steps)
+    w = xpnet.tensor(tw.detach().numpy().copy(), requires_grad=True)
+    c = xpnet.tensor(tc.detach().numpy().copy(), requires_grad=True)
+    opt = getattr(xpnet.optim, name)([w, c])
+    opt.load_state_dict(topt.state_dict())
+    return opt, (w, c)
 
 
 # PyTorch's defaults per optimizer and each rule written out in NumPy float64: the reference the

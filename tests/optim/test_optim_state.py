@@ -8,7 +8,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from optim_cases import A, B, CASES, C0, W0, run_xpnet, set_grads, xpnet_params
+from optim_cases import CASES, C0, W0, run_xpnet, set_grads, xpnet_params
 
 IDS = [case[0] for case in CASES]
 
@@ -179,22 +179,12 @@ def test_load_state_dict_casts_state_to_the_parameters_dtype(backend):
 
 
 def test_load_torch_state_dict_and_continue_like_torch(backend):
-    torch = pytest.importorskip("torch")
-    from optim_cases import run_torch
+    pytest.importorskip("torch")
+    from optim_cases import continue_from_torch, run_torch
 
     options = dict(lr=0.05, amsgrad=True, weight_decay=0.1)
     reference = run_torch("Adam", options, steps=20)
-    a, b = torch.from_numpy(A), torch.from_numpy(B)
-    tw, tc = torch.tensor(W0, requires_grad=True), torch.tensor(C0, requires_grad=True)
-    topt = torch.optim.Adam([tw, tc], **options)
-    for _ in range(10):
-        topt.zero_grad()
-        (0.5 * ((a @ tw + tc - b) ** 2).mean()).backward()
-        topt.step()
-    w = xpnet.tensor(tw.detach().numpy().copy(), requires_grad=True)
-    c = xpnet.tensor(tc.detach().numpy().copy(), requires_grad=True)
-    opt = optim.Adam([w, c])
-    opt.load_state_dict(topt.state_dict())
+    opt, (w, c) = continue_from_torch("Adam", options, steps=10)
     assert opt.state[w]["step"] == 10 and opt.param_groups[0]["amsgrad"] is True
     rest = run_xpnet("Adam", options, steps=10, params=(w, c), optimizer=opt)
     for (ow, oc), (rw, rc) in zip(rest, reference[10:]):

@@ -25,7 +25,7 @@ import pytest
 
 import xpnet
 import xpnet.optim as optim
-from optim_cases import A, B, C0, W0, run_torch, run_xpnet, set_grads, xpnet_params
+from optim_cases import A, B, C0, W0, continue_from_torch, run_torch, run_xpnet, set_grads, xpnet_params
 from xpnet.optim.lbfgs import cubic_minimizer, strong_wolfe
 
 STEPS = 50
@@ -300,18 +300,8 @@ def test_nadam_loads_torchs_state_dict_and_continues_like_torch(backend):
     torch = pytest.importorskip("torch")
     options = dict(lr=0.05, weight_decay=0.1)
     whole = torch_trajectory("NAdam", tuple(sorted(options.items())))
-    a, b = torch.from_numpy(A), torch.from_numpy(B)
     with torch_float64_defaults(torch):
-        tw, tc = torch.tensor(W0, requires_grad=True), torch.tensor(C0, requires_grad=True)
-        topt = torch.optim.NAdam([tw, tc], **options)
-        for _ in range(10):
-            topt.zero_grad()
-            (0.5 * ((a @ tw + tc - b) ** 2).mean()).backward()
-            topt.step()
-    w = xpnet.tensor(tw.detach().numpy().copy(), requires_grad=True)
-    c = xpnet.tensor(tc.detach().numpy().copy(), requires_grad=True)
-    opt = optim.NAdam([w, c])
-    opt.load_state_dict(topt.state_dict())
+        opt, (w, c) = continue_from_torch("NAdam", options, steps=10)
     assert isinstance(opt.state[w]["mu_product"], float) and opt.state[w]["step"] == 10
     rest = run_xpnet("NAdam", options, steps=10, params=(w, c), optimizer=opt)
     assert_close_to_torch(rest, whole[10:20], "NAdam")

@@ -299,20 +299,22 @@ _final_callbacks = []
 _backward_depth = 0
 
 
-class HookHandle:
-    """Returned by ``register_post_accumulate_grad_hook``: ``handle.remove()`` unregisters the hook."""
+class RemovableHandle:
+    """Returned by the hook registrations (``Tensor.register_post_accumulate_grad_hook``,
+    ``Module.register_forward_hook``, ...): ``handle.remove()`` unregisters the hook; also a context
+    manager that removes it on exit. ``on_remove`` runs once, when a registered hook is removed."""
 
     _next_id = 0
 
-    def __init__(self, hooks: dict):
+    def __init__(self, hooks: dict, on_remove=None):
         self._hooks = hooks
-        self.id = HookHandle._next_id
-        HookHandle._next_id += 1
+        self._on_remove = on_remove
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
 
     def remove(self) -> None:
-        global _hook_count
-        if self._hooks.pop(self.id, None) is not None:
-            _hook_count -= 1
+        if self._hooks.pop(self.id, None) is not None and self._on_remove is not None:
+            self._on_remove()
 
     def __enter__(self):
         return self
@@ -322,9 +324,14 @@ class HookHandle:
         return False
 
 
-def _add_hook(hooks: dict, hook) -> HookHandle:
+def _hook_removed() -> None:
     global _hook_count
-    handle = HookHandle(hooks)
+    _hook_count -= 1
+
+
+def _add_hook(hooks: dict, hook) -> RemovableHandle:
+    global _hook_count
+    handle = RemovableHandle(hooks, on_remove=_hook_removed)
     hooks[handle.id] = hook
     _hook_count += 1
     return handle

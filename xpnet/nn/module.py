@@ -12,7 +12,7 @@ import math
 from collections import OrderedDict
 from typing import NamedTuple
 
-from ..autodiff.function import no_grad
+from ..autodiff.function import RemovableHandle, no_grad
 from ..autodiff.tensor import Tensor
 from ..backends import (
     backend_name_of,
@@ -40,27 +40,6 @@ class StateDictError(ValueError, RuntimeError):
 class IncompatibleKeys(NamedTuple):
     missing_keys: list
     unexpected_keys: list
-
-
-class RemovableHandle:
-    """Returned by ``register_forward_hook``: ``handle.remove()`` unregisters the hook."""
-
-    _next_id = 0
-
-    def __init__(self, hooks: dict):
-        self._hooks = hooks
-        self.id = RemovableHandle._next_id
-        RemovableHandle._next_id += 1
-
-    def remove(self) -> None:
-        self._hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-        return False
 
 
 def _is_array(value) -> bool:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from .checks import check_real, check_torch_flags
-from .optimizer import Optimizer, effective_grad
+from .optimizer import Optimizer, average_squares_, effective_grad
 
 
 class AdadeltaScalars(NamedTuple):
@@ -64,17 +64,11 @@ class Adadelta(Optimizer):
         rho, eps = scalars.rho, scalars.eps
         d, _ = effective_grad(w, g, scalars.weight_decay, scalars.maximize)
         v, u = state["square_avg"], state["acc_delta"]
-        v *= rho
-        sq = d * d
-        sq *= 1 - rho
-        v += sq
+        average_squares_(v, d, rho)
         delta = xp.sqrt(u + eps)
         delta /= xp.sqrt(v + eps)
         delta *= d
-        u *= rho
-        sq = delta * delta
-        sq *= 1 - rho
-        u += sq
+        average_squares_(u, delta, rho)
         delta *= -scalars.lr
         w += delta  # w + (-η Δ)
         return w

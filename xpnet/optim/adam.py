@@ -8,7 +8,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from ..backends import kernels
-from .optimizer import Optimizer, effective_grad
+from .optimizer import Optimizer, average_squares_, effective_grad
 
 
 class AdamScalars(NamedTuple):
@@ -98,10 +98,7 @@ class Adam(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += (1 - beta1) * d
-        v *= beta2
-        sq = d * d
-        sq *= 1 - beta2
-        v += sq
+        average_squares_(v, d, beta2)
         if scalars.amsgrad:
             v = xp.maximum(state["max_exp_avg_sq"], v)
             state["max_exp_avg_sq"] = v
@@ -127,3 +124,17 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          bias_correction=bias_correction, maximize=maximize, decoupled_weight_decay=True,
                          fused=fused)
+
+
+def lerp_moments(w, g, state, scalars):
+    """The start of a NAdam or RAdam step, in place: AdamW's decay w <- (1 - lr wd) w when
+    ``scalars.decoupled``, d = g (+ wd w otherwise; negated with maximize), m <- m + (1 - b1)(d - m)
+    (PyTorch's lerp form of b1 m + (1 - b1) d) and v <- b2 v + (1 - b2) d * d. Returns (d, m, v)."""
+    decay, decoupled = scalars.weight_decay, scalars.decoupled
+    if decoupled and decay != 0:
+        w *= 1 - scalars.lr * decay
+    d, _ = effective_grad(w, g, 0 if decoupled else decay, scalars.maximize)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m += (1 - scalars.beta1) * (d - m)
+    average_squares_(v, d, scalars.beta2)
+    return d, m, v

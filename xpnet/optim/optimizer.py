@@ -467,3 +467,14 @@ def effective_grad(w, g, weight_decay, maximize):
     if maximize:
         return -g, True
     return g, False
+
+
+def average_squares_(v, x, decay):
+    """v <- decay v + (1 - decay) x * x, in place and in PyTorch's order of operations (v scaled,
+    then the scaled squares added): the squared-gradient averages of RMSprop, Adadelta and the Adam
+    family. Returns v."""
+    v *= decay
+    sq = x * x
+    sq *= 1 - decay
+    v += sq
+    return v

@@ -7,7 +7,8 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from .checks import check_betas, check_bool, check_real, check_torch_flags
-from .optimizer import Optimizer, effective_grad
+from .adam import lerp_moments
+from .optimizer import Optimizer
 
 # the adaptive step is used once the length of the approximated simple moving average exceeds this
 RECTIFICATION_THRESHOLD = 5.0
@@ -93,16 +94,7 @@ class RAdam(Optimizer):
     @staticmethod
     def update(w, g, state, group, scalars):
         xp = array_namespace(w)
-        decay, decoupled = scalars.weight_decay, scalars.decoupled
-        if decoupled and decay != 0:
-            w *= 1 - scalars.lr * decay
-        d, _ = effective_grad(w, g, 0 if decoupled else decay, scalars.maximize)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - scalars.beta1) * (d - m)  # β1 m + (1 - β1) d, written as PyTorch's lerp computes it
-        v *= scalars.beta2
-        sq = d * d
-        sq *= 1 - scalars.beta2
-        v += sq
+        d, m, v = lerp_moments(w, g, state, scalars)
         out = m / scalars.bias_correction1  # m̂
         out *= scalars.lr
         if scalars.rectified:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from ..backends import kernels
-from .optimizer import Optimizer, effective_grad
+from .optimizer import Optimizer, average_squares_, effective_grad
 
 
 class RMSpropScalars(NamedTuple):
@@ -73,10 +73,7 @@ class RMSprop(Optimizer):
         alpha, mu = scalars.alpha, scalars.momentum
         d, _ = effective_grad(w, g, scalars.weight_decay, scalars.maximize)
         v = state["square_avg"]
-        v *= alpha
-        sq = d * d
-        sq *= 1 - alpha
-        v += sq
+        average_squares_(v, d, alpha)
         if scalars.centered:
             m = state["grad_avg"]
             m *= alpha

@@ -26,7 +26,8 @@ import json
 import os
 
 from ..backends import backend_name_of, to_numpy
-from ..safe_io import TEMP_PATTERN, NotARegularFileError, atomic_write_bytes, open_regular_fd, remove_stale_temporaries
+from ..safe_io import (TEMP_PATTERN, NotARegularFileError, ShortRead, atomic_write_bytes, open_regular_fd, read_exactly,
+                       remove_stale_temporaries)
 from ..safetensors_file import (MAX_HEADER_BYTES, SafetensorsFileError, array_from_body, loads_json,
                                 parse_file_header)
 from .checkpoint_validate import (FORMAT, VERSION, CheckpointError, check_header, check_model_state,
@@ -119,17 +120,13 @@ def _open_regular(path):
 
 
 def _read_exactly(fd, count, path, what):
-    buffer = bytearray(count)
-    view, done = memoryview(buffer), 0
-    while done < count:
-        try:
-            got = os.readv(fd, [view[done:]])
-        except OSError as exc:
-            raise CheckpointError(f"checkpoint {path!r} cannot be read: {exc.strerror or exc}") from None
-        if got == 0:
-            raise fail(path, f"{what}: the file ended after {done} of {count} bytes (truncated while reading?)")
-        done += got
-    return buffer
+    try:
+        return read_exactly(fd, count)
+    except ShortRead as short:
+        raise fail(path, f"{what}: the file ended after {short.done} of {count} bytes (truncated while reading?)") \
+            from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

@@ -75,11 +75,13 @@ def _world():
 
 
 def _sum_over_ranks(values):
-    """``values`` (floats) summed over the ranks of the process group (as they are with one process)."""
-    import numpy as np
-
+    """``values`` (floats) summed over the ranks of the process group (as they are with one process).
+    Host-side on purpose: the metrics are Python floats, sent as one float64 NumPy buffer (MPI's
+    host memory); a single-process run returns before importing anything."""
     if _world()[1] == 1:
         return [float(v) for v in values]
+    import numpy as np
+
     import xpnet.distributed as dist
 
     buffer = np.asarray(values, dtype=np.float64)

@@ -275,42 +275,24 @@ class NonZero(Function):
         return tuple(xp.astype(i, xp.int64) for i in xp.nonzero(x))
 
 
-def eq(a, b):
-    """a == b elementwise: a boolean Tensor without gradient (so are ne, lt, le, gt, ge)."""
-    check_operands("eq", a, b)
-    return Equal.apply(a, b)
+def _comparison_function(name, function_class, symbol):
+    """The public ``name(a, b)`` of a comparison: operands checked, then ``function_class``."""
+
+    def compare(a, b):
+        check_operands(name, a, b)
+        return function_class.apply(a, b)
+
+    compare.__name__ = compare.__qualname__ = name
+    compare.__doc__ = f"a {symbol} b elementwise: a boolean Tensor without gradient."
+    return compare
 
 
-def ne(a, b):
-    """a != b elementwise: a boolean Tensor without gradient."""
-    check_operands("ne", a, b)
-    return NotEqual.apply(a, b)
-
-
-def lt(a, b):
-    """a < b elementwise: a boolean Tensor without gradient."""
-    check_operands("lt", a, b)
-    return Less.apply(a, b)
-
-
-def le(a, b):
-    """a <= b elementwise: a boolean Tensor without gradient."""
-    check_operands("le", a, b)
-    return LessEqual.apply(a, b)
-
-
-def gt(a, b):
-    """a > b elementwise: a boolean Tensor without gradient."""
-    check_operands("gt", a, b)
-    return Greater.apply(a, b)
-
-
-def ge(a, b):
-    """a >= b elementwise: a boolean Tensor without gradient."""
-    check_operands("ge", a, b)
-    return GreaterEqual.apply(a, b)
-
-
+eq = _comparison_function("eq", Equal, "==")
+ne = _comparison_function("ne", NotEqual, "!=")
+lt = _comparison_function("lt", Less, "<")
+le = _comparison_function("le", LessEqual, "<=")
+gt = _comparison_function("gt", Greater, ">")
+ge = _comparison_function("ge", GreaterEqual, ">=")
 not_equal, less, less_equal, greater, greater_equal = ne, lt, le, gt, ge
 
 
