@@ -1,4 +1,4 @@
-"""The conv2d kernel family (numpy/conv.py with im2col.py, planar.py and winograd.py; cupy/conv.py)
+"""The conv2d kernel family (numpy/conv.py with im2col.py, planar.py, direct.py and winograd.py; cupy/conv.py)
 equals the generic Array-API code: one case table (a geometry grid, float64 and float32, NCHW- and
 NHWC-strided inputs) over every implementation and, for the NumPy and CuPy kernels, each way a
 convolution can run there; then the NumPy kernels' workspaces, chunks and output layouts."""
@@ -16,6 +16,7 @@ from xpnet.backends.cupy import conv as cupy_conv
 from xpnet.backends.kernels import ConvForward, ConvGrads
 from xpnet.backends.numpy import activation as nact
 from xpnet.backends.numpy import conv as nconv
+from xpnet.backends.numpy import direct as ndirect
 from xpnet.backends.numpy import im2col as nim2col
 from xpnet.backends.numpy import norm as nnorm
 from xpnet.backends.numpy import planar as nplanar
@@ -46,6 +47,9 @@ CONV_CASES = [
     # odd output sizes and asymmetric padding: Winograd's 2x2 tiles cropped at the edges
     (3, 5, 7, 9, 6, (3, 3), (1, 1), ((0, 2), (2, 1)), (1, 1), 1),
     (2, 3, 5, 6, 2, (3, 3), (1, 1), ((0, 0), (1, 0)), (1, 1), 1),
+    # output channels over one vector of the direct loops and a partial last one (see numpy/direct.py)
+    (3, 5, 6, 5, 17, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    (2, 9, 5, 7, 40, (3, 3), (2, 1), ((1, 0), (2, 1)), (1, 1), 1),
 ]
 NEEDS = ((True, True, True), (False, True, False), (True, False, False))
 SAME_3X3 = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)  # stride, padding, dilation, groups
@@ -59,9 +63,14 @@ def _route(name, monkeypatch):
         monkeypatch.setattr(nplanar, "PLANAR_MAX_CHANNELS", 0)
     elif name == "winograd":  # every 3x3 stride-1 convolution, forward and input gradient, as F(2x2, 3x3)
         monkeypatch.setattr(nplanar, "PLANAR_MAX_CHANNELS", 0)
+        monkeypatch.setattr(ndirect, "DIRECT_MAX_CHANNELS", 0)
         monkeypatch.setattr(nwino, "WINOGRAD_MIN_CHANNELS", 1)
         monkeypatch.setattr(nwino, "WINOGRAD_MIN_PIXELS", 1)
         monkeypatch.setattr(nwino, "WINOGRAD_ROWS", 5)  # several chunks, a ragged last one
+    elif name == "direct":  # every one-group convolution through the compiled direct NHWC loops
+        monkeypatch.setattr(nplanar, "PLANAR_MAX_CHANNELS", 0)
+        monkeypatch.setattr(ndirect, "DIRECT_MAX_CHANNELS", 1 << 30)
+        monkeypatch.setattr(ndirect, "DIRECT_MAX_PIXELS", 1 << 30)
     elif name == "chunked":  # one image per chunk
         monkeypatch.setattr(cupy_conv, "CHUNK_BYTES", 1)
 
@@ -70,16 +79,20 @@ def _route(name, monkeypatch):
 # stride-1 convolutions on NumPy's channel-major planes (planar.py: PlanarConv); numpy-nhwc_only: every
 # one through NHWC im2col; numpy-compiled-wide_rows: the defaults, those few-channel ones on the compiled
 # wide rows (planar.py: WideConv, float32 only); numpy-compiled-winograd: every 3x3 stride-1 one as
-# Winograd F(2x2, 3x3) (winograd.py), in chunks; cupy: whole batches, or one image per column chunk
+# Winograd F(2x2, 3x3) (winograd.py), in chunks; numpy-compiled-direct: every one-group one through the
+# direct NHWC loops (direct.py, float32 only; strided ones take col2im for dx); cupy: whole batches, or one image per column chunk
 ROUTES = [pytest.param("generic", None, id="generic"),
           pytest.param("numpy", "planar", id="numpy-planar"),
           pytest.param("numpy", "nhwc_only", id="numpy-nhwc_only"),
           pytest.param("numpy-compiled", "wide_rows", id="numpy-compiled-wide_rows"),
           pytest.param("numpy-compiled", "winograd", id="numpy-compiled-winograd"),
+          pytest.param("numpy-compiled", "direct", id="numpy-compiled-direct"),
           pytest.param("cupy", "whole", id="cupy-whole", marks=pytest.mark.gpu),
           pytest.param("cupy", "chunked", id="cupy-chunked", marks=pytest.mark.gpu)]
-# the compiled wide rows are float32 only: in float64 that route is numpy-planar's, not run twice
-CONV_PARAMS = [p for p in with_dtypes(ROUTES, layouts=True) if not p.id.startswith("numpy-compiled-wide_rows-float64")]
+# the compiled wide rows and direct loops are float32 only: in float64 those routes are numpy-planar's
+# and numpy-nhwc_only's, not run twice
+CONV_PARAMS = [p for p in with_dtypes(ROUTES, layouts=True)
+               if not p.id.startswith(("numpy-compiled-wide_rows-float64", "numpy-compiled-direct-float64"))]
 
 
 def _out_hw(x, w, stride, padding, dilation):

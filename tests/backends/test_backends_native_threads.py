@@ -1,5 +1,5 @@
-"""The compiled kernels' own worker threads (csrc/parallel.c, driven from numpy/planar.py): a
-few-channel convolution split into 2-5 parts over them gives the one-part results (the forward and
+"""The compiled kernels' own worker threads (csrc/parallel.c, driven from numpy/planar.py and
+numpy/direct.py): a few-channel or direct convolution split into 2-5 parts over them gives the one-part results (the forward and
 the input gradient bit for bit, the weight and bias gradients as in-order sums of per-part partials),
 also with more parts than threads, from two Python threads at once, and in a forked child."""
 
@@ -19,29 +19,16 @@ from xpnet.backends.numpy import runtime as nruntime
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason=f"no compiled kernels: {native.status()}")
 
-# (N, C, H, W, O, kernel, padding, dilation): every one takes the compiled few-channel path
+# (N, C, H, W, O, kernel, padding, dilation): the first three take the compiled few-channel path
+# (planar.py), the last two the direct NHWC loops (direct.py; the forward and dx split over output
+# positions, dW over images)
 CASES = [
     (7, 3, 12, 11, 5, (3, 3), ((1, 1), (1, 1)), (1, 1)),
     (5, 1, 16, 16, 6, (5, 5), ((2, 2), (2, 2)), (1, 1)),
     (6, 2, 9, 13, 4, (3, 2), ((0, 1), (2, 0)), (2, 1)),
+    (6, 20, 7, 6, 40, (3, 3), ((1, 1), (1, 1)), (1, 1)),
+    (5, 17, 5, 9, 32, (3, 2), ((0, 2), (1, 0)), (1, 2)),
 ]
-
-
-def _run(case, rng, parts):
-    """(y, dx, dw, db) of the compiled convolution with the images cut into ``parts``."""
-    n, c, h, w, o, k, pad, dil = case
-    x = rng.standard_normal((n, c, h, w)).astype("float32")
-    wt = rng.standard_normal((o, c) + k).astype("float32")
-    b = rng.standard_normal(o).astype("float32")
-    oh = h + sum(pad[0]) - dil[0] * (k[0] - 1)
-    ow = w + sum(pad[1]) - dil[1] * (k[1] - 1)
-    g = rng.standard_normal((n, o, oh, ow)).astype("float32")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nruntime, "NUM_WORKERS", parts)
-        mp.setattr(nruntime, "CONV_PARALLEL_MIN_MACS", 1 if parts > 1 else 1 << 40)
-        fwd = nconv.conv2d_forward(x, wt, b, (1, 1), pad, dil, 1, (oh, ow))
-        dx, dw, db = nconv.conv2d_backward(g, fwd.saved, (True, True, True))
-    return fwd.y, dx, dw, db
 
 
 def _inputs(case, seed):
@@ -132,3 +119,14 @@ def test_a_forked_child_makes_its_own_workers():
     expected = _run(CASES[0], 5, 2)  # the parent's workers exist now
     assert kernel_cases.passes_in_forked_child(
         lambda: np.array_equal(_run(CASES[0], 5, 2)[0], expected[0]))
+
+
+def test_the_direct_cases_take_the_direct_loops():
+    from xpnet.backends.numpy import direct as ndirect
+    from xpnet.backends.numpy import planar as nplanar
+
+    for n, c, h, w, o, k, pad, dil in CASES[3:]:
+        wt = np.zeros((o, c) + k, dtype=np.float32)
+        out = (h + sum(pad[0]) - dil[0] * (k[0] - 1), w + sum(pad[1]) - dil[1] * (k[1] - 1))
+        assert not nplanar.on_planes(wt, (1, 1), 1)
+        assert ndirect.direct_library(wt, (1, 1), dil, 1, wt.dtype, out) is not None

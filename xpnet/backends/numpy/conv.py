@@ -4,6 +4,8 @@ Each has the contract of the generic code in ``xpnet/nn/functional/conv.py`` and
 it (tests/backends/test_backends_conv.py). Which way a convolution runs:
 
 * few channels, stride 1, one group: on channel-major planes, compiled for float32 (planar.py);
+* float32, one group, at most 64 output channels on images of at most 16x16 outputs: the compiled
+  direct NHWC loops (direct.py; a strided one's input gradient by col2im);
 * 3x3, stride 1, both channel counts and the output large enough: Winograd F(2x2, 3x3) (winograd.py);
 * everything else: NHWC im2col + one GEMM per cache-sized batch chunk (im2col.py), the batch split
   over the worker threads (runtime.py). The outputs made here live in NHWC memory (an NCHW view of
@@ -23,6 +25,7 @@ import numpy as np
 
 from .. import kernels
 from ..kernels import ConvForward, ConvGrads, register_kernel
+from .direct import direct_conv_forward, direct_grads, direct_library
 from .im2col import (Col2ImInputGrad, Stride1InputGrad, chunk, conv_gemm, framed_part, group_weights, im2col,
                      patches, shared_padded)
 from .layout import column_sums, nchw, nhwc
@@ -55,6 +58,9 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, out_hw):
     saved = ConvSaved(x, w, out_hw, stride, padding, dilation, groups)
     if on_planes(w, stride, groups):
         return ConvForward(planar_conv_forward(x, w, b, padding, dilation, out_hw), saved)
+    lib = direct_library(w, stride, dilation, groups, x.dtype, out_hw)
+    if lib is not None:
+        return ConvForward(direct_conv_forward(lib, x, w, b, stride, padding, dilation, out_hw), saved)
     lib = winograd_library(w, stride, dilation, groups, x.dtype, out_hw)
     if lib is not None:
         wino, y = Winograd(lib, w, b, out_hw), np.empty((n, oh, ow, o), dtype=x.dtype)
@@ -93,6 +99,13 @@ def conv2d_backward(g, saved: ConvSaved, needs):
         if needs[1] and not np.isfinite(dw).all():
             # a non-finite input value met only by a wide row's extra column (0 * inf): the exact sums
             dw = nhwc_conv_backward(g, saved, (False, True, False)).dw
+        return ConvGrads(dx, dw, db)
+    lib = direct_library(saved.w, saved.stride, saved.dilation, saved.groups, g.dtype, saved.out_hw)
+    if lib is not None and saved.x.dtype == g.dtype:
+        dx, dw, db = direct_grads(lib, g, saved.x, saved.w, saved.stride, saved.padding, saved.dilation,
+                                  saved.out_hw, needs)
+        if needs[0] and dx is None:
+            dx = nhwc_conv_backward(g, saved, (True, False, False)).dx
         return ConvGrads(dx, dw, db)
     return nhwc_conv_backward(g, saved, needs)
 

@@ -52,6 +52,7 @@ from . import header, runtime
 # the others must round each operation as the NumPy code they replace (or the generic rule) does
 SOURCES = {
     "conv.c": "-ffp-contract=fast",
+    "direct.c": "-ffp-contract=fast",
     "winograd.c": "-ffp-contract=off",
     "pool.c": "-ffp-contract=off",
     "norm.c": "-ffp-contract=off",

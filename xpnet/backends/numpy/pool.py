@@ -246,6 +246,8 @@ def _native_max_pool_backward(g, saved: NativeMaxPoolSaved):
     tiles = (kh, kw, pt, pl, dh, dw) == (sh, sw, 0, 0, 1, 1) and x.shape[2:] == (oh * kh, ow * kw)
     tiles = tiles and x.strides[1] == x.itemsize
     dx = like_memory(x, x.shape, g.dtype, fill=None if tiles else 0)
+    if tiles and g.strides[1] != g.itemsize:  # (a Flatten's NCHW gradient) channels-last: the vector loop
+        g = nchw(np.ascontiguousarray(nhwc(g)))
     gs, args, dxs = nhwc_strides(g), nhwc_strides(arg), nhwc_strides(dx)
     bwd = native.kernel(lib, "xp_max_pool_bwd", g.dtype)
 

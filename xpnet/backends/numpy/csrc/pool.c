@@ -76,8 +76,12 @@
                             for (int j = 0; j < kw; j++) {                                              \
                                 T *d = corner + i * x1 + j * x2;                                        \
                                 const unsigned char k = (unsigned char)(i * kw + j);                    \
-                                for (int c = 0; c < C; c++)                                             \
-                                    d[c] = aq[c * a3] == k ? gq[c * g3] : (T)0;                         \
+                                if (g3 == 1 && a3 == 1) /* all channels-last: a vectorized loop */     \
+                                    for (int c = 0; c < C; c++)                                         \
+                                        d[c] = aq[c] == k ? gq[c] : (T)0;                               \
+                                else                                                                    \
+                                    for (int c = 0; c < C; c++)                                         \
+                                        d[c] = aq[c * a3] == k ? gq[c * g3] : (T)0;                     \
                             }                                                                           \
                     }                                                                                   \
             return;                                                                                     \

@@ -31,6 +31,21 @@ void xp_frame(const float *src, ptrdiff_t s_n, ptrdiff_t s_c, ptrdiff_t s_h, ptr
 void xp_conv_wide_dw(const float *x, ptrdiff_t x_img, const ptrdiff_t *tap, int T, const float *g,
                      ptrdiff_t g_img, ptrdiff_t g_ch, int O, ptrdiff_t P, int N, int block, float *dw, int parts);
 
+/* direct.c: direct NHWC float32 convolutions (-ffp-contract=fast) over zero-framed input, W's rows (and
+ * the bias) padded with zeros to Op, a multiple of xp_direct_lanes(); split into `parts` over the
+ * worker threads: the output positions, or for the weight gradient the images, part p adding its
+ * partial to dw + p T C O */
+int xp_direct_lanes(void);
+void xp_direct_conv(const float *x, ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t C, const ptrdiff_t *off, int T,
+                    const float *w, ptrdiff_t O, ptrdiff_t Op, const float *b, ptrdiff_t N, ptrdiff_t OH,
+                    ptrdiff_t OW, ptrdiff_t SH, ptrdiff_t SW, float *y, int parts);
+void xp_direct_conv_dw(const float *x, ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t C, const ptrdiff_t *off, int T,
+                       const float *g, ptrdiff_t O, ptrdiff_t N, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t SH,
+                       ptrdiff_t SW, float *dw, int parts);
+void xp_frame_nhwc(const float *src, ptrdiff_t s_n, ptrdiff_t s_h, ptrdiff_t s_w, ptrdiff_t s_c, ptrdiff_t N,
+                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, float *dst, ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t top,
+                   ptrdiff_t left, int parts);
+
 /* winograd.c: Winograd F(2x2, 3x3) transforms (-ffp-contract=off) */
 void xp_wino_in_f32(const float *x, ptrdiff_t x_img, int Wq, int C, int N, int TH, int TW, float *v,
                     ptrdiff_t v_tile, ptrdiff_t v_k);
