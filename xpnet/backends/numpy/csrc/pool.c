@@ -119,55 +119,85 @@ static inline xp_v8f xp_blend(xp_v8i take, xp_v8f a, xp_v8f b) {
     return (xp_v8f)(((xp_v8i)a & take) | ((xp_v8i)b & ~take));
 }
 
+/* 8 outputs of the 2x2 window from rows r0, r1 (16 values each from 2q). */
+static inline void pool2_fwd8(const float *r0, const float *r1, float *yr, unsigned char *ar) {
+    xp_v8f a, b, c, d;
+    memcpy(&a, r0, 32);
+    memcpy(&b, r0 + 8, 32);
+    memcpy(&c, r1, 32);
+    memcpy(&d, r1 + 8, 32);
+    xp_v8f best = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+    xp_v8f v1 = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+    xp_v8f v2 = __builtin_shufflevector(c, d, 0, 2, 4, 6, 8, 10, 12, 14);
+    xp_v8f v3 = __builtin_shufflevector(c, d, 1, 3, 5, 7, 9, 11, 13, 15);
+    xp_v8i k = {0, 0, 0, 0, 0, 0, 0, 0};
+    xp_v8i take = (v1 > best) | (v1 != v1);
+    best = xp_blend(take, v1, best);
+    k = (take & 1) | (k & ~take);
+    take = (v2 > best) | (v2 != v2);
+    best = xp_blend(take, v2, best);
+    k = (take & 2) | (k & ~take);
+    take = (v3 > best) | (v3 != v3);
+    best = xp_blend(take, v3, best);
+    k = (take & 3) | (k & ~take);
+    memcpy(yr, &best, 32);
+    xp_v8b kb = __builtin_convertvector(k, xp_v8b);
+    memcpy(ar, &kb, 8);
+}
+
+/* A whole output row in vectors; a last partial group (or a row under 8 outputs: the scalar loop's
+ * compares mispredict on random data, ~10 ns an output) goes through zero-padded copies. */
 static int pool2_fwd_row_f32(const float *r0, const float *r1, float *yr, unsigned char *ar, int OW) {
     int q = 0;
-    for (; q + 8 <= OW; q += 8) {
-        xp_v8f a, b, c, d;
-        memcpy(&a, r0 + 2 * q, 32);
-        memcpy(&b, r0 + 2 * q + 8, 32);
-        memcpy(&c, r1 + 2 * q, 32);
-        memcpy(&d, r1 + 2 * q + 8, 32);
-        xp_v8f best = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-        xp_v8f v1 = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
-        xp_v8f v2 = __builtin_shufflevector(c, d, 0, 2, 4, 6, 8, 10, 12, 14);
-        xp_v8f v3 = __builtin_shufflevector(c, d, 1, 3, 5, 7, 9, 11, 13, 15);
-        xp_v8i k = {0, 0, 0, 0, 0, 0, 0, 0};
-        xp_v8i take = (v1 > best) | (v1 != v1);
-        best = xp_blend(take, v1, best);
-        k = (take & 1) | (k & ~take);
-        take = (v2 > best) | (v2 != v2);
-        best = xp_blend(take, v2, best);
-        k = (take & 2) | (k & ~take);
-        take = (v3 > best) | (v3 != v3);
-        best = xp_blend(take, v3, best);
-        k = (take & 3) | (k & ~take);
-        memcpy(yr + q, &best, 32);
-        xp_v8b kb = __builtin_convertvector(k, xp_v8b);
-        memcpy(ar + q, &kb, 8);
+    for (; q + 8 <= OW; q += 8)
+        pool2_fwd8(r0 + 2 * q, r1 + 2 * q, yr + q, ar + q);
+    if (q < OW) {
+        const int m = OW - q;
+        float a[16] = {0.0f}, c[16] = {0.0f}, y8[8];
+        unsigned char k8[8];
+        memcpy(a, r0 + 2 * q, (size_t)(2 * m) * sizeof(float));
+        memcpy(c, r1 + 2 * q, (size_t)(2 * m) * sizeof(float));
+        pool2_fwd8(a, c, y8, k8);
+        memcpy(yr + q, y8, (size_t)m * sizeof(float));
+        memcpy(ar + q, k8, (size_t)m);
     }
-    return q;
+    return OW;
+}
+
+/* The gradients of 8 outputs' windows into rows d0, d1 (16 values each from 2q). */
+static inline void pool2_bwd8(const float *gr, const unsigned char *ar, float *d0, float *d1) {
+    xp_v8f gv;
+    xp_v8b kb;
+    memcpy(&gv, gr, 32);
+    memcpy(&kb, ar, 8);
+    xp_v8i k = __builtin_convertvector(kb, xp_v8i), gi = (xp_v8i)gv;
+    xp_v8f w0 = (xp_v8f)(gi & (k == 0)), w1 = (xp_v8f)(gi & (k == 1));
+    xp_v8f w2 = (xp_v8f)(gi & (k == 2)), w3 = (xp_v8f)(gi & (k == 3));
+    xp_v8f lo = __builtin_shufflevector(w0, w1, 0, 8, 1, 9, 2, 10, 3, 11);
+    xp_v8f hi = __builtin_shufflevector(w0, w1, 4, 12, 5, 13, 6, 14, 7, 15);
+    memcpy(d0, &lo, 32);
+    memcpy(d0 + 8, &hi, 32);
+    lo = __builtin_shufflevector(w2, w3, 0, 8, 1, 9, 2, 10, 3, 11);
+    hi = __builtin_shufflevector(w2, w3, 4, 12, 5, 13, 6, 14, 7, 15);
+    memcpy(d1, &lo, 32);
+    memcpy(d1 + 8, &hi, 32);
 }
 
 static int pool2_bwd_row_f32(const float *gr, const unsigned char *ar, float *d0, float *d1, int OW) {
     int q = 0;
-    for (; q + 8 <= OW; q += 8) {
-        xp_v8f gv;
-        xp_v8b kb;
-        memcpy(&gv, gr + q, 32);
-        memcpy(&kb, ar + q, 8);
-        xp_v8i k = __builtin_convertvector(kb, xp_v8i), gi = (xp_v8i)gv;
-        xp_v8f w0 = (xp_v8f)(gi & (k == 0)), w1 = (xp_v8f)(gi & (k == 1));
-        xp_v8f w2 = (xp_v8f)(gi & (k == 2)), w3 = (xp_v8f)(gi & (k == 3));
-        xp_v8f lo = __builtin_shufflevector(w0, w1, 0, 8, 1, 9, 2, 10, 3, 11);
-        xp_v8f hi = __builtin_shufflevector(w0, w1, 4, 12, 5, 13, 6, 14, 7, 15);
-        memcpy(d0 + 2 * q, &lo, 32);
-        memcpy(d0 + 2 * q + 8, &hi, 32);
-        lo = __builtin_shufflevector(w2, w3, 0, 8, 1, 9, 2, 10, 3, 11);
-        hi = __builtin_shufflevector(w2, w3, 4, 12, 5, 13, 6, 14, 7, 15);
-        memcpy(d1 + 2 * q, &lo, 32);
-        memcpy(d1 + 2 * q + 8, &hi, 32);
+    for (; q + 8 <= OW; q += 8)
+        pool2_bwd8(gr + q, ar + q, d0 + 2 * q, d1 + 2 * q);
+    if (q < OW) { /* through zero-padded copies, as the forward */
+        const int m = OW - q;
+        float g8[8] = {0.0f}, e0[16], e1[16];
+        unsigned char k8[8] = {0};
+        memcpy(g8, gr + q, (size_t)m * sizeof(float));
+        memcpy(k8, ar + q, (size_t)m);
+        pool2_bwd8(g8, k8, e0, e1);
+        memcpy(d0 + 2 * q, e0, (size_t)(2 * m) * sizeof(float));
+        memcpy(d1 + 2 * q, e1, (size_t)(2 * m) * sizeof(float));
     }
-    return q;
+    return OW;
 }
 
 static int pool2_fwd_row_f64(const double *r0, const double *r1, double *yr, unsigned char *ar, int OW) {
