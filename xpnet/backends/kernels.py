@@ -62,6 +62,13 @@ LOCAL_RESPONSE_NORM_FORWARD = declare("local_response_norm_forward")
 LOCAL_RESPONSE_NORM_BACKWARD = declare("local_response_norm_backward")
 RELU_FORWARD = declare("relu_forward")
 RELU_BACKWARD = declare("relu_backward")
+# Softmax cross-entropy with class-index targets, no class weights, no label smoothing (the
+# CrossEntropyLoss Function's common case), on logits x (M, C) with the classes last and targets t (M,):
+#   cross_entropy_forward(x, t, ignore_index) -> CrossEntropyForward (below)
+#   cross_entropy_backward(s, saved, t, ignore_index) -> dx (M, C) = s_i (p_ic - [c = t_i]) on the rows
+#       whose target is a class, s_i 0 p_ic (0, or NaN where p is) on the others; s one value or one per row
+CROSS_ENTROPY_FORWARD = declare("cross_entropy_forward")
+CROSS_ENTROPY_BACKWARD = declare("cross_entropy_backward")
 MATMUL = declare("matmul")
 SGD_STEP = declare("sgd_step")
 SGD_STEP_GROUP = declare("sgd_step_group")  # one call for a whole parameter group (Optimizer.group_kernel_name)
@@ -111,6 +118,13 @@ class LocalResponseNormForward(NamedTuple):
 class ReLUForward(NamedTuple):
     y: Any
     saved: Any
+
+
+class CrossEntropyForward(NamedTuple):
+    rows: Any  # (M,): -log p_{i, t_i}, or 0 where t_i = ignore_index (NaN where the generic sum is)
+    count: int  # the rows whose target is a class (0 <= t_i < C, not ignore_index)
+    bad: int  # the first row whose target is out of range and not ignore_index, or -1
+    saved: Any  # for the backward: log p (M, C), on the NumPy backend
 
 
 # ------------------------------------------------------------------------------- the registry

@@ -13,6 +13,7 @@ kernels.CONV2D_FORWARD)`` ...) when this package imports them, once:
     pool.py        max and average pooling
     norm.py        batch norm, local response norm
     activation.py  ReLU
+    loss.py        softmax cross-entropy with class targets
     linalg.py      matmul
     optim.py       the SGD step
     native.py      build, cache, verify and load the C library (csrc/, one header: xpnet_kernels.h)
@@ -56,7 +57,7 @@ def owns(array) -> bool:
     return isinstance(array, (np.ndarray, np.generic))
 
 
-from . import activation, conv, linalg, norm, optim, pool  # noqa: E402,F401  -- register the fast paths
+from . import activation, conv, linalg, loss, norm, optim, pool  # noqa: E402,F401  -- register the fast paths
 from .allocator import tune as _tune_allocator  # noqa: E402
 
 _tune_allocator()  # once, at import: see allocator.py

@@ -57,6 +57,7 @@ SOURCES = {
     "pool.c": "-ffp-contract=off",
     "norm.c": "-ffp-contract=off",
     "activation.c": "-ffp-contract=off",
+    "loss.c": "-ffp-contract=off",
     "optim.c": "-ffp-contract=off",
     "parallel.c": "-ffp-contract=off",
 }

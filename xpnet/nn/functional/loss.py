@@ -14,7 +14,7 @@ import math
 
 from ...autodiff.function import Function
 from ...autodiff.tensor import Tensor
-from ...backends import dtype_name, is_float_dtype, to_numpy
+from ...backends import backend_of, dtype_name, is_float_dtype, kernels, to_numpy
 from ._arrays import INTEGER_DTYPES, array_like, as_input, namespace, raw, require_float, same_dtype, shape_text
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -304,13 +304,36 @@ class CrossEntropyLoss(Function):
       probability targets: A_ic = w_c ((1 - eps) t_ic + eps / C),  'mean' divides by the sample count.
     Backward: dL/dx_ic = s_i (p_ic sum_c' A_ic' - A_ic),  s_i = G_i ('none'), G ('sum') or G / D ('mean');
               dL/dt_ic = -s_i w_c (1 - eps) log p_ic   (probability targets only).
+
+    Class targets with no weight and no smoothing (A one-hot, D the count of kept samples) run the
+    backend's ``cross_entropy_forward`` / ``cross_entropy_backward`` kernels where it has them, with
+    the same results: l_i = -log p_{i, y_i};  dL/dx_ic = s_i (p_ic - [c = y_i]), 0 on ignored rows.
     """
+
+    forward_kernel = kernels.CROSS_ENTROPY_FORWARD
+    backward_kernel = kernels.CROSS_ENTROPY_BACKWARD
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                 probabilities=False):
         xp = namespace(x)
         x2, moved_shape = _rows(xp, x)
+        ctx.reduction, ctx.x_shape, ctx.moved_shape = reduction, tuple(x.shape), moved_shape
+        fast = None
+        if not (probabilities or label_smoothing or weight is not None):
+            fast = backend_of(x).kernel(CrossEntropyLoss.forward_kernel)
+        ctx.fast = fast is not None
+        if fast is not None:
+            t2 = target if target.ndim == 1 else xp.reshape(target, (-1,))
+            rows, ctx.denominator, bad, saved = fast(x2, t2, ignore_index)
+            if bad >= 0:  # cross_entropy checks the targets before: only a direct apply gets here
+                raise ValueError(f"target class index {int(t2[bad])} of row {bad} is out of range for "
+                                 f"{x2.shape[1]} classes")
+            ctx.save_for_backward(saved, t2)
+            ctx.ignore_index = ignore_index
+            if reduction == "none":
+                return xp.reshape(rows, _target_shape(x.shape))
+            return _reduce(xp, rows, reduction, ctx.denominator)
         n_classes = x2.shape[1]
         shifted = x2 - xp.max(x2, axis=1, keepdims=True)
         log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
@@ -324,15 +347,19 @@ class CrossEntropyLoss(Function):
             coef, denominator = _class_coefficients(xp, t2, n_classes, weight, ignore_index, label_smoothing, x.dtype)
         rows = -xp.sum(coef * log_p, axis=1)
         ctx.save_for_backward(log_p, coef, weight)
-        ctx.reduction, ctx.denominator = reduction, denominator
-        ctx.x_shape, ctx.moved_shape = tuple(x.shape), moved_shape
-        ctx.probabilities, ctx.smoothing = probabilities, label_smoothing
+        ctx.denominator, ctx.probabilities, ctx.smoothing = denominator, probabilities, label_smoothing
         if reduction == "none":
             return xp.reshape(rows, _target_shape(x.shape))
         return _reduce(xp, rows, reduction, denominator)
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.fast:
+            saved, t2 = ctx.saved_tensors
+            xp = namespace(g)
+            scale = xp.reshape(g, (-1,)) if ctx.reduction == "none" else _scale(g, ctx.reduction, ctx.denominator)
+            dx2 = backend_of(g).kernel(CrossEntropyLoss.backward_kernel)(scale, saved, t2, ctx.ignore_index)
+            return (dx2 if len(ctx.x_shape) == 2 else _unrows(xp, dx2, ctx.x_shape, ctx.moved_shape)), None, None
         log_p, coef, weight = ctx.saved_tensors
         xp = namespace(log_p)
         scale = xp.reshape(g, (-1, 1)) if ctx.reduction == "none" else _scale(g, ctx.reduction, ctx.denominator)

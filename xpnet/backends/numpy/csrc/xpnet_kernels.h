@@ -108,6 +108,17 @@ void xp_relu_fwd_f64(const double *x, double *y, ptrdiff_t n);
 void xp_relu_bwd_f32(const float *g, const float *y, float *out, ptrdiff_t n);
 void xp_relu_bwd_f64(const double *g, const double *y, double *out, ptrdiff_t n);
 
+/* loss.c: softmax cross-entropy over (M, C) logits and int64 class targets (-ffp-contract=off); out: the
+ * count of rows with a class target and the first row with an out-of-range one (or -1) */
+void xp_ce_fwd_f32(const float *x, const int64_t *t, ptrdiff_t M, ptrdiff_t C, int64_t ignore_index, float *log_p,
+                   float *rows, int64_t *out);
+void xp_ce_fwd_f64(const double *x, const int64_t *t, ptrdiff_t M, ptrdiff_t C, int64_t ignore_index,
+                   double *log_p, double *rows, int64_t *out);
+void xp_ce_bwd_f32(const float *log_p, const int64_t *t, ptrdiff_t M, ptrdiff_t C, int64_t ignore_index,
+                   const float *s, ptrdiff_t s_stride, float *dx);
+void xp_ce_bwd_f64(const double *log_p, const int64_t *t, ptrdiff_t M, ptrdiff_t C, int64_t ignore_index,
+                   const double *s, ptrdiff_t s_stride, double *dx);
+
 /* optim.c: one SGD update (-ffp-contract=off) */
 void xp_sgd_f32(float *w, const float *g, float *buf, ptrdiff_t n, float neg_lr, int decay, float wd, int maximize,
                 float mu, float damp_keep, int damped, int nesterov);
