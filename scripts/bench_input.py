@@ -13,7 +13,11 @@ through the upload (as with ``NormalizeOnDevice``; ``--normalize`` adds it, comp
 backend). Next to it, measured in the same run on one core: the decode rate of the chosen decoder
 (``xpnet.data.decoder_name()``) and the rate of one whole sample (decode + augmentation). The
 ratio columns compare the loader with N times those single-core rates (N = max(1, num_workers)):
-1.0 would be perfect scaling. Other jobs on the machine lower every figure; repeat to be sure.
+1.0 would be perfect scaling. The ceiling column is what N independent processes decoding and
+augmenting the folder at the same moment reach together (no loader at all): the most any loader
+with N workers can deliver on this machine, which two hyperthreads of one core, or a busy host,
+keep under N times the one-core rate; the last column is the loader against it. Other jobs on the
+machine lower every figure; repeat to be sure.
 """
 
 from __future__ import annotations
@@ -100,6 +104,38 @@ def single_core_rates(dataset, repeats):
     return count / best_decode, count / best_sample
 
 
+def _samples_in_child(dataset, barrier, out, slot):
+    """One child of parallel_ceiling: decode + augment every image once after the barrier."""
+    barrier.wait()
+    start = time.perf_counter()
+    sample = getattr(dataset, "sample", None)
+    for i in range(len(dataset)):
+        if sample is not None:
+            sample(i, np.random.default_rng(i))
+        else:
+            dataset[i]
+    out[slot] = time.perf_counter() - start
+
+
+def parallel_ceiling(dataset, n):
+    """Images/s of ``n`` independent processes each decoding and augmenting the whole folder at once
+    (no loader, no batches, nothing shared): what this machine gives ``n`` such jobs in parallel,
+    the ceiling for any loader with ``n`` workers (cores that share a physical core, or a busy host,
+    keep it under ``n`` times the one-core rate)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    barrier, out = ctx.Barrier(n), ctx.Array("d", n)
+    children = [ctx.Process(target=_samples_in_child, args=(dataset, barrier, out, k)) for k in range(n)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    if any(child.exitcode != 0 for child in children):
+        raise RuntimeError("bench_input: a ceiling process failed")
+    return n * len(dataset) / max(out[:])
+
+
 def loader_rate(dataset, workers, batch_size, epochs, device_transform, pin_memory):
     """Images/s of the loader over ``epochs`` timed epochs, after one untimed (workers start)."""
     loader = data.DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, num_workers=workers,
@@ -152,12 +188,14 @@ def main(argv=None):
         print(f"one core, {decoder_label()}: decode {decode_rate:.0f} images/s; "
               f"decode + augmentation {sample_rate:.0f} images/s")
         print()
-        print(f"{'workers':>8} {'images/s':>10} {'/ (N x decode)':>16} {'/ (N x sample)':>16}")
+        print(f"{'workers':>8} {'images/s':>10} {'/ (N x decode)':>16} {'/ (N x sample)':>16} "
+              f"{'ceiling':>9} {'/ ceiling':>10}")
         for workers in counts:
             rate = loader_rate(dataset, workers, args.batch_size, args.epochs, device_transform, args.pin_memory)
             n = max(1, workers)
-            print(f"{workers:>8} {rate:>10.0f} {rate / (n * decode_rate):>16.2f} {rate / (n * sample_rate):>16.2f}",
-                  flush=True)
+            ceiling = parallel_ceiling(dataset, n)
+            print(f"{workers:>8} {rate:>10.0f} {rate / (n * decode_rate):>16.2f} {rate / (n * sample_rate):>16.2f} "
+                  f"{ceiling:>9.0f} {rate / ceiling:>10.2f}", flush=True)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
