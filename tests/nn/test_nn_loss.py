@@ -210,6 +210,28 @@ def test_ignore_index_excluded_from_mean(backend, rng):
     np.testing.assert_array_equal(to_np(x.grad)[[1, 3]], 0.0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_class_losses_with_non_finite_logits_match_torch(backend, dtype, smoothing):
+    """A masked (-inf) class other than the target adds nothing to the loss, and an ignored row is 0
+    whatever its logits (0 * -inf is no term), as in PyTorch; with label smoothing every class counts."""
+    torch = pytest.importorskip("torch")
+    x_host = np.array([[1.0, -np.inf, 0.5], [0.2, 0.3, np.inf], [np.inf, 1.0, 2.0], [0.5, -np.inf, -1.0]],
+                      dtype=dtype)
+    t_host = np.array([0, 2, -100, 2])
+    with np.errstate(all="ignore"):
+        y = F.cross_entropy(backend.from_host(x_host), backend.from_host(t_host), reduction="none",
+                            label_smoothing=smoothing)
+        log_p = np.log(np.array([[0.6, 0.0, 0.4], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.3, 0.0, 0.7]], dtype=dtype))
+        nll = F.nll_loss(backend.from_host(log_p), backend.from_host(t_host), reduction="none")
+    yt = torch.nn.functional.cross_entropy(torch.from_numpy(x_host), torch.from_numpy(t_host), reduction="none",
+                                           label_smoothing=smoothing)
+    nllt = torch.nn.functional.nll_loss(torch.from_numpy(log_p), torch.from_numpy(t_host), reduction="none")
+    np.testing.assert_allclose(to_np(y), yt.numpy(), rtol=1e-6)  # nan and inf where PyTorch has them
+    np.testing.assert_allclose(to_np(nll), nllt.numpy(), rtol=1e-6)
+    assert np.isfinite(to_np(y)[[0, 3]]).all() == (smoothing == 0.0)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("p,margin,use_weight", [(1, 1.0, False), (2, 0.5, True), (1, 2.0, True)])
 def test_multi_margin_matches_torch(backend, rng, p, margin, use_weight, reduction):

@@ -26,7 +26,7 @@ def _kept(t, n_classes, ignore_index):
 
 def _forward_numpy(x, t, ignore_index):
     """The compiled forward's contract in NumPy: log p as the generic code computes it, and -log p at
-    the target plus 0 log p elsewhere (NaN where log p is not finite, as the generic sum gives)."""
+    the target (0 on ignored rows; the other classes add nothing, even where log p is -inf or NaN)."""
     log_p = x - x.max(axis=1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
     kept = _kept(t, x.shape[1], ignore_index)
@@ -35,9 +35,9 @@ def _forward_numpy(x, t, ignore_index):
     if rows.size < t.size:
         outside = np.flatnonzero(~kept & (t != ignore_index))
         bad = int(outside[0]) if outside.size else -1
-    terms = log_p * 0
-    terms[rows, t[rows]] = log_p[rows, t[rows]]
-    return CrossEntropyForward(-terms.sum(axis=1), int(rows.size), bad, log_p)
+    losses = np.zeros(t.size, dtype=x.dtype)
+    losses[rows] = -log_p[rows, t[rows]]
+    return CrossEntropyForward(losses, int(rows.size), bad, log_p)
 
 
 @register_kernel("numpy", kernels.CROSS_ENTROPY_FORWARD)

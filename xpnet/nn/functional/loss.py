@@ -345,7 +345,10 @@ class CrossEntropyLoss(Function):
         else:
             t2 = xp.reshape(target, (-1,))
             coef, denominator = _class_coefficients(xp, t2, n_classes, weight, ignore_index, label_smoothing, x.dtype)
-        rows = -xp.sum(coef * log_p, axis=1)
+        if probabilities:
+            rows = -xp.sum(coef * log_p, axis=1)
+        else:  # a class with no coefficient adds nothing, even where log p is -inf or NaN (as in PyTorch)
+            rows = -xp.sum(xp.where(coef != 0, log_p, 0.0) * coef, axis=1)
         ctx.save_for_backward(log_p, coef, weight)
         ctx.denominator, ctx.probabilities, ctx.smoothing = denominator, probabilities, label_smoothing
         if reduction == "none":
@@ -387,7 +390,7 @@ class NllLoss(Function):
         x2, moved_shape = _rows(xp, x)
         coef, denominator = _class_coefficients(xp, xp.reshape(target, (-1,)), x2.shape[1], weight,
                                                 ignore_index, 0.0, x.dtype)
-        rows = -xp.sum(coef * x2, axis=1)
+        rows = -xp.sum(xp.where(coef != 0, x2, 0.0) * coef, axis=1)  # other classes add nothing, even -inf
         ctx.save_for_backward(coef)
         ctx.reduction, ctx.denominator = reduction, denominator
         ctx.x_shape, ctx.moved_shape = tuple(x.shape), moved_shape

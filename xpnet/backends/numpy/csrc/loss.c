@@ -103,20 +103,16 @@ static inline double exp_vec(double x) {
                 s4[0] += (double)lp[c4];                                                                 \
             const double sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);                                        \
             const T lse = (T)log(sum);                                                                   \
-            int nonfinite = 0; /* the log p whose zero coefficient makes a NaN term */                   \
-            for (ptrdiff_t c = 0; c < C; c++) {                                                          \
+            for (ptrdiff_t c = 0; c < C; c++)                                                            \
                 lp[c] = (xi[c] - m) - lse;                                                               \
-                nonfinite += (T)0 * lp[c] != (T)0;                                                       \
-            }                                                                                            \
             const int64_t ti = t[i];                                                                     \
-            if (ti != ignore_index && ti >= 0 && ti < C) {                                               \
-                nonfinite -= (T)0 * lp[ti] != (T)0;                                                      \
-                rows[i] = nonfinite ? (T)NAN : -lp[ti];                                                  \
+            if (ti != ignore_index && ti >= 0 && ti < C) { /* the other classes add nothing (PyTorch) */ \
+                rows[i] = -lp[ti];                                                                       \
                 count++;                                                                                 \
             } else {                                                                                     \
                 if (ti != ignore_index && bad < 0)                                                       \
                     bad = i;                                                                             \
-                rows[i] = nonfinite ? (T)NAN : (T)0;                                                     \
+                rows[i] = (T)0;                                                                          \
             }                                                                                            \
         }                                                                                                \
         out[0] = count;                                                                                  \
