@@ -3,7 +3,7 @@
     python scripts/cpu_profile.py [--workload lenet5] [--steps 25] [--rounds 6]
 
 Runs the benchmark's workload (see xpnet/bench.py) in one process, alternating rounds with the
-compiled kernels on and off (``XPNET_NATIVE``, read at every call), and prints the step time and the
+compiled kernels on and off (``native.set_enabled``), and prints the step time and the
 time inside each NumPy-backend kernel, in ms per step. Alternating rounds in one process keeps machine
 noise out of the comparison. Kernel times are wall time on the calling thread (a kernel's workers
 run inside it).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import time
 
 KERNELS = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "relu_forward",
@@ -52,10 +51,10 @@ def main(argv=None):
         if fn is not None:
             kernels._REGISTRY[key] = timed(name, fn)
     runner = _Runner("xpnet", args.workload, "cpu")
-    settings = {"compiled": "1", "numpy": "0"}
+    settings = {"compiled": True, "numpy": False}
     for _ in range(args.rounds):
         for label, flag in settings.items():
-            os.environ["XPNET_NATIVE"] = flag
+            native.set_enabled(flag)
             setting[0] = "warm-up"
             runner.step()
             setting[0] = label
@@ -63,7 +62,7 @@ def main(argv=None):
             for _ in range(args.steps):
                 runner.step()
             spent[(label, "step")] += time.perf_counter() - start
-    os.environ.pop("XPNET_NATIVE", None)
+    native.set_enabled(None)
     per_step = 1e3 / (args.rounds * args.steps)
     print(f"{args.workload}: ms per step, {args.rounds} rounds x {args.steps} steps each; "
           f"compiled kernels: {native.status()}")

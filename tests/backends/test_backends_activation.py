@@ -16,6 +16,7 @@ from xpnet.autodiff.ops.elementwise import ReLU
 from xpnet.backends.cupy import activation as cupy_act
 from xpnet.backends.kernels import ReLUForward
 from xpnet.backends.numpy import activation as nact
+from xpnet.backends.numpy import native
 from xpnet.backends.numpy import runtime as nruntime
 
 FORWARD, BACKWARD = ReLU.forward_kernel, ReLU.backward_kernel
@@ -112,7 +113,7 @@ def test_relu_backward_from_the_compiled_forward_without_the_library(impl, rng, 
     y, saved = impl.kernel(FORWARD)(x)
     assert saved is y
     g = rng.standard_normal(x.shape).astype("float32")
-    monkeypatch.setenv("XPNET_NATIVE", "0")
+    monkeypatch.setitem(native._state, "enabled", False)  # XPNET_NATIVE=0
     np.testing.assert_array_equal(impl.kernel(BACKWARD)(g, saved), np.where(x > 0, g, 0))
 
 

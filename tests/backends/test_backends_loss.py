@@ -19,6 +19,7 @@ from xpnet.autodiff.function import Context
 from xpnet.backends import kernels
 from xpnet.backends.kernels import CrossEntropyForward
 from xpnet.backends.numpy import loss as nloss
+from xpnet.backends.numpy import native
 from xpnet.nn.functional.loss import CrossEntropyLoss
 
 FORWARD, BACKWARD = CrossEntropyLoss.forward_kernel, CrossEntropyLoss.backward_kernel
@@ -128,7 +129,7 @@ def test_backward_without_the_library_after_the_compiled_forward(impl, monkeypat
     saved = impl.kernel(FORWARD)(x, t, ignore_index).saved
     g = np.asarray(1.3, "float32")
     compiled = impl.kernel(BACKWARD)(g, saved, t, ignore_index)
-    monkeypatch.setenv("XPNET_NATIVE", "0")
+    monkeypatch.setitem(native._state, "enabled", False)  # XPNET_NATIVE=0
     impl.close(impl.kernel(BACKWARD)(g, saved, t, ignore_index), compiled, "float32")
 
 

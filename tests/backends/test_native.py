@@ -91,14 +91,20 @@ def test_no_compiler(fresh, monkeypatch, rng):
     _check_against_generic(rng)
 
 
-def test_enabled_again_after_a_disabled_call(fresh, monkeypatch):
-    # turning it off for one call must not switch it off for the rest of the process
+def test_the_setting_is_read_once_and_again_after_reset(fresh, monkeypatch):
+    # no environment read on the kernels' path: a change takes effect at reset(), which reads it again
     if native._compiler() is None:
         pytest.skip("no C compiler on this machine")
     monkeypatch.setenv("XPNET_NATIVE", "0")
     assert native.library() is None
     monkeypatch.setenv("XPNET_NATIVE", "1")
+    assert native.library() is None
+    native.reset()
     assert native.library() is not None
+    monkeypatch.setenv("XPNET_NATIVE", "0")
+    assert native.library() is not None
+    native.reset()
+    assert native.library() is None and "XPNET_NATIVE=0" in native.status()
 
 
 def test_an_unwritable_cache_directory_leaves_the_numpy_path(fresh, monkeypatch, rng, tmp_path):

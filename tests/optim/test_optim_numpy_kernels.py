@@ -55,7 +55,7 @@ def test_numpy_sgd_step_equals_generic_bit_for_bit(case, dtype, impl, monkeypatc
     # group: xp_sgd_group, one call per group and step (SGD.group_kernel_name); per-parameter: xp_sgd
     # (csrc/optim.c) once per parameter; no-library: both decline and the generic rule runs
     if impl == "no-library":
-        monkeypatch.setenv("XPNET_NATIVE", "0")
+        monkeypatch.setitem(native._state, "enabled", False)  # XPNET_NATIVE=0
     else:
         _compiled_or_skip()
         if impl.endswith("-split"):  # a parameter of 8 elements split over the workers
@@ -171,7 +171,7 @@ def test_the_group_kernel_declines_what_it_cannot_run_and_changes_nothing(why, m
     gs = [np.ones_like(w) for w in ws]
     states = [{}, {}, {}]
     if why == "no library":
-        monkeypatch.setenv("XPNET_NATIVE", "0")
+        monkeypatch.setitem(native._state, "enabled", False)  # XPNET_NATIVE=0
     else:
         _compiled_or_skip()
     if why == "mixed dtypes":
@@ -253,7 +253,7 @@ def test_the_kernel_declines_what_it_cannot_run_and_changes_nothing(why, monkeyp
     group = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False)
     w, g, state = W0.copy(), np.ones_like(W0), {}
     if why == "no library":
-        monkeypatch.setenv("XPNET_NATIVE", "0")
+        monkeypatch.setitem(native._state, "enabled", False)  # XPNET_NATIVE=0
     elif why == "float16":
         w, g = w.astype(np.float16), g.astype(np.float16)
     elif why == "read-only":

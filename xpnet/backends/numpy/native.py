@@ -6,7 +6,7 @@ once per machine (``cc -O3 -march=native``, the result cached under ``$XPNET_CAC
 ctypes, which releases the GIL during each call, so the NumPy kernels' worker threads run them in
 parallel; some kernels also split their own loops over the library's pthread pool (csrc/parallel.c,
 configured at load with runtime.NUM_WORKERS threads). Everything here is optional: with no compiler or a failed build ``library()`` returns
-None, as with ``XPNET_NATIVE=0`` (read at every call), and the NumPy kernels take their pure-NumPy
+None, as with ``XPNET_NATIVE=0`` (read once, at the first use; ``reset()`` reads it again), and the NumPy kernels take their pure-NumPy
 paths, which the tests hold the compiled ones equal to (the SGD step has none: the optimizer's
 generic rule runs instead); so do dtypes a kernel does not cover (the few-channel convolutions are
 float32 only, the others take float32 and float64).
@@ -74,11 +74,23 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MISMATCH_MARKERS = ("conflicting types", "missing-prototypes", header.HEADER_NAME)
 
 _lock = threading.Lock()
-_state: dict = {"loaded": False, "lib": None, "reason": "not built yet"}
+_state: dict = {"loaded": False, "lib": None, "reason": "not built yet", "enabled": None}
 
 
 def enabled() -> bool:
-    return os.environ.get("XPNET_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    """``XPNET_NATIVE`` (0/false/no/off: the NumPy paths), read once: at the first call after import
+    or ``reset()``. The kernels ask at every call, so no environment read stays on their path."""
+    flag = _state["enabled"]
+    if flag is None:
+        flag = _state["enabled"] = os.environ.get("XPNET_NATIVE", "1").strip().lower() not in ("0", "false", "no",
+                                                                                             "off")
+    return flag
+
+
+def set_enabled(flag) -> None:
+    """Switch the compiled kernels on (True) or off (False) for this process without reloading them;
+    None: back to ``XPNET_NATIVE``, read at the next call."""
+    _state["enabled"] = None if flag is None else bool(flag)
 
 
 def _cache_dir() -> str:
@@ -417,6 +429,7 @@ def status() -> str:
 
 
 def reset() -> None:
-    """Forget the loaded library (tests; a changed XPNET_NATIVE or XPNET_CACHE_DIR is read again)."""
+    """Forget the loaded library and the XPNET_NATIVE setting (tests, scripts: a changed XPNET_NATIVE or
+    XPNET_CACHE_DIR is read again at the next call)."""
     with _lock:
-        _state.update(loaded=False, lib=None, reason="not built yet")
+        _state.update(loaded=False, lib=None, reason="not built yet", enabled=None)
