@@ -462,10 +462,12 @@ def _class_target(input, target, where, n_classes, ignore_index=None):
                          f"{shape_text(x.shape)} (classes along dim {0 if x.ndim == 1 else 1}), "
                          f"got {shape_text(t.shape)}")
     xp = namespace(t)
+    if not math.prod(t.shape) or (bool(xp.min(t) >= 0) and bool(xp.max(t) < n_classes)):
+        return t  # every target a class: two reductions, no mask (the common case)
     bad = (t < 0) | (t >= n_classes)
     if ignore_index is not None:
         bad = bad & (t != ignore_index)
-    if math.prod(t.shape) and bool(xp.any(bad)):
+    if bool(xp.any(bad)):
         bad_host, t_host = to_numpy(bad), to_numpy(t)
         position = tuple(int(i[0]) for i in bad_host.nonzero()) if bad_host.ndim else ()
         value = int(t_host[position])
