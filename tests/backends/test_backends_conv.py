@@ -305,3 +305,15 @@ def test_cupy_network_matches_numpy(rng):
     np.testing.assert_allclose(gxc, gxn, rtol=1e-9, atol=1e-9)
     for a, b in zip(pc, pn):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["numpy-compiled"], indirect=True)
+@pytest.mark.parametrize("floats, side, expected", [(16, 8, True), (8, 8, False), (8, 16, True), (16, 7, False)])
+def test_winograd_from_8x8_outputs_only_with_avx512(impl, monkeypatch, floats, side, expected):
+    # the thresholds measured per instruction set (winograd.py): 8x8 pays with 16-float vectors only
+    from xpnet.backends.numpy import native
+
+    monkeypatch.setattr(native, "vector_floats", lambda lib: floats)
+    w = np.zeros((64, 64, 3, 3), dtype=np.float32)
+    lib = nwino.winograd_library(w, (1, 1), (1, 1), 1, w.dtype, (side, side))
+    assert (lib is not None) == expected

@@ -11,7 +11,7 @@ same forward loop over the framed G with the flipped, transposed kernel (as im2c
 conv.py asks ``direct_library`` first; it answers for float32, one group, and convolutions whose
 products are too narrow or too short for the GEMM path to win (``DIRECT_MAX_CHANNELS``,
 ``DIRECT_MAX_PIXELS``, measured below). Output channels go in vectors of the library's width
-(``xp_direct_lanes``: 16 with AVX-512, else 8), the weights padded with zero columns to whole vectors. Held equal to the generic code by
+(``native.vector_floats``: 16 with AVX-512, else 8), the weights padded with zero columns to whole vectors. Held equal to the generic code by
 tests/backends/test_backends_conv.py.
 """
 
@@ -37,14 +37,6 @@ DIRECT_MAX_CHANNELS = 64
 DIRECT_MAX_PIXELS = 256
 
 
-def lanes(lib) -> int:
-    """The compiled loops' vector width in floats (W's rows are padded to a multiple of it)."""
-    found = lib.__dict__.get("_direct_lanes")
-    if found is None:
-        found = lib.__dict__["_direct_lanes"] = int(lib.xp_direct_lanes())
-    return found
-
-
 def direct_library(w, stride, dilation, groups, dtype, out_hw):
     """The compiled library when this convolution runs direct (see the module docstring), else None."""
     if dtype != np.float32 or groups != 1:
@@ -57,7 +49,8 @@ def direct_library(w, stride, dilation, groups, dtype, out_hw):
 def _padded_columns(lib, m):
     """(rows, Op) float32 C-contiguous: ``m`` with zero columns up to a whole number of vectors."""
     cols = m.shape[-1]
-    op = -(-cols // lanes(lib)) * lanes(lib)
+    width = native.vector_floats(lib)
+    op = -(-cols // width) * width
     if op == cols:
         return np.ascontiguousarray(m, dtype=np.float32)
     out = np.zeros(m.shape[:-1] + (op,), dtype=np.float32)

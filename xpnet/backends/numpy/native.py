@@ -320,6 +320,15 @@ def kernel(lib, name: str, dtype):
     return getattr(lib, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
 
 
+def vector_floats(lib) -> int:
+    """How many floats one vector of the compiled loops holds: 16 where the library was built for
+    AVX-512, else 8 (``xp_direct_lanes``; asked once per library)."""
+    found = lib.__dict__.get("_vector_floats")
+    if found is None:
+        found = lib.__dict__["_vector_floats"] = int(lib.xp_direct_lanes())
+    return found
+
+
 _char_at = ctypes.c_char.from_buffer
 _address_of = ctypes.addressof
 

@@ -3,7 +3,7 @@ convolution) and the weight gradient, with the transforms compiled (csrc/winogra
 
 Where it pays on a 2-core EPYC (ms, batch 64, forward / input gradient, Winograd against im2col):
 64 ch. 32x32: 26 / 26 against 33 / 32; 128 ch. 16x16: 26 / 26 against 30 / 29; 256 ch. 8x8: 36 / 34
-against 30 / 29. Both channel counts at least WINOGRAD_MIN_CHANNELS (thinner products are too
+against 30 / 29; with AVX-512 8x8 pays too (WINOGRAD_MIN_PIXELS_AVX512). Both channel counts at least WINOGRAD_MIN_CHANNELS (thinner products are too
 inefficient in the BLAS) and outputs of at least WINOGRAD_MIN_PIXELS (few tiles per image leave
 the transforms and the strided products dominating); a chunk holds about WINOGRAD_ROWS tiles.
 """
@@ -20,6 +20,10 @@ from .runtime import blas_threads, workspace
 
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_PIXELS = 256
+# where the compiled library has AVX-512 (16-float vectors) 8x8 outputs already pay: one layer's forward
+# + backward, batch 64, ms, Winograd / im2col (``python scripts/conv_paths.py``, three runs on a 2-core
+# Sapphire Rapids VM): 128->256 on 8x8 21.4-25.4 / 25.1-34.3, 256->256 on 8x8 40.5-52.7 / 53.7-65.1
+WINOGRAD_MIN_PIXELS_AVX512 = 64
 WINOGRAD_ROWS = 512
 _WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # U = G W G^T for every (c, o) at once: kron(G, G) (16, 9) times W's taps (9, C O), one small GEMM
@@ -29,10 +33,15 @@ _WINO_GG = np.kron(_WINO_G, _WINO_G).T
 def winograd_library(w, stride, dilation, groups, dtype, out_hw):
     """The compiled library when this convolution runs as Winograd F(2x2, 3x3), else None."""
     if (tuple(w.shape[2:]) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1
-            or min(w.shape[0], w.shape[1]) < WINOGRAD_MIN_CHANNELS or out_hw[0] * out_hw[1] < WINOGRAD_MIN_PIXELS
-            or dtype not in native.FLOATS):
+            or min(w.shape[0], w.shape[1]) < WINOGRAD_MIN_CHANNELS or dtype not in native.FLOATS):
         return None
-    return native.library()
+    lib = native.library()
+    if lib is None:
+        return None
+    least = WINOGRAD_MIN_PIXELS
+    if native.vector_floats(lib) >= 16:
+        least = min(least, WINOGRAD_MIN_PIXELS_AVX512)
+    return lib if out_hw[0] * out_hw[1] >= least else None
 
 
 class Winograd:
