@@ -130,3 +130,14 @@ def test_the_direct_cases_take_the_direct_loops():
         out = (h + sum(pad[0]) - dil[0] * (k[0] - 1), w + sum(pad[1]) - dil[1] * (k[1] - 1))
         assert not nplanar.on_planes(wt, (1, 1), 1)
         assert ndirect.direct_library(wt, (1, 1), dil, 1, wt.dtype, out) is not None
+
+
+@pytest.mark.parametrize("c, o, side, expected", [(16, 32, 8, True), (512, 32, 8, True), (64, 64, 16, True),
+                                                  (128, 32, 16, False), (16, 128, 8, False), (16, 32, 17, False)])
+def test_which_convolutions_run_direct(c, o, side, expected):
+    from xpnet.backends.numpy import direct as ndirect
+
+    wt = np.zeros((o, c, 3, 3), dtype=np.float32)
+    assert (ndirect.direct_library(wt, (1, 1), (1, 1), 1, wt.dtype, (side, side)) is not None) == expected
+    assert ndirect.direct_library(wt.astype(np.float64), (1, 1), (1, 1), 1, np.dtype(np.float64), (8, 8)) is None
+    assert ndirect.direct_library(wt[: o // 2 * 2], (1, 1), (1, 1), 2, wt.dtype, (8, 8)) is None

@@ -35,13 +35,21 @@ from .runtime import split_count, workspace
 # 14x14 layers (the default ``xpnet train`` model) took its step from 124-140 to 102-113 ms.
 DIRECT_MAX_CHANNELS = 64
 DIRECT_MAX_PIXELS = 256
+# up to 8x8 outputs with any number of input channels, beyond that at most DIRECT_MAX_CHANNELS of them
+# too (direct / GEMM / Winograd, same script and machine: 128->64 on 8x8 6171 / 8670 / 6793, 256->64
+# on 8x8 11876 / 15444 / 11810, 512->32 on 8x8 11435 / 19083 / 15838, but 128->32 on 16x16 23256 /
+# 19788 / 16866)
+DIRECT_ANY_INPUTS_MAX_PIXELS = 64
 
 
 def direct_library(w, stride, dilation, groups, dtype, out_hw):
     """The compiled library when this convolution runs direct (see the module docstring), else None."""
     if dtype != np.float32 or groups != 1:
         return None
-    if w.shape[0] > DIRECT_MAX_CHANNELS or out_hw[0] * out_hw[1] > DIRECT_MAX_PIXELS:
+    pixels = out_hw[0] * out_hw[1]
+    if w.shape[0] > DIRECT_MAX_CHANNELS or pixels > DIRECT_MAX_PIXELS:
+        return None
+    if pixels > DIRECT_ANY_INPUTS_MAX_PIXELS and w.shape[1] > DIRECT_MAX_CHANNELS:
         return None
     return native.library()
 
