@@ -64,6 +64,41 @@ def test_graph_is_freed_after_backward(backend):
     assert w1.grad is not None and w2.grad is not None
 
 
+class _KeepsAttribute(Function):
+    """y = 3x, keeping an array as a plain context attribute (not through save_for_backward)."""
+
+    kept = None
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.scaled = x * 3.0
+        _KeepsAttribute.kept = weakref.ref(ctx.scaled)
+        return ctx.scaled + 0.0
+
+    @staticmethod
+    def backward(ctx, g):
+        assert ctx.scaled is not None
+        return g * 3.0
+
+
+def test_context_attributes_are_released_after_backward(backend):
+    x = xpnet.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = _KeepsAttribute.apply(x)
+    node = y.grad_fn
+    assert node.ctx is node and not node.freed  # forward's context is the graph's node
+    loss = y.sum()
+    gc.collect()
+    assert _KeepsAttribute.kept() is not None
+    loss.backward()
+    gc.collect()
+    # y and its node are still alive, but what forward left on the context is not
+    assert _KeepsAttribute.kept() is None
+    assert node.freed and repr(node) == "<_KeepsAttributeBackward>"
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+    with pytest.raises(RuntimeError, match="a second time"):
+        y.sum().backward()
+
+
 def test_many_iterations_do_not_grow_memory(backend):
     rng = np.random.default_rng(1)
     x = xpnet.tensor(rng.standard_normal((5, 4)))

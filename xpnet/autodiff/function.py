@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-from ..backends import ONE_DEVICE_TYPES, backend_name_of, check_same_device
+from ..backends import ONE_DEVICE_TYPES, backend_name_of, check_same_device, fresh_copy
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
@@ -107,18 +107,31 @@ class Context:
     saved_arrays = saved_tensors
 
 
-class Node:
-    """One recorded application: the Function, its context, its Tensor inputs and output count."""
+class Node(Context):
+    """One recorded application: the Function's context itself (forward's ``ctx`` becomes the
+    node, one object per operation instead of two), the Function, its Tensor inputs and output count.
 
-    __slots__ = ("fn", "ctx", "inputs", "n_outputs", "out_meta", "freed", "__weakref__")
+    ``inputs`` is a tuple aligned with forward's positional args (Tensor or None); ``out_meta``
+    the (shape, dtype) of each output of a multi-output node, to make zero gradients. A node whose
+    saved arrays were dropped after a backward (``_saved is None``) is ``freed``.
+    """
 
-    def __init__(self, fn, ctx, inputs, n_outputs, out_meta):
+    __slots__ = ("fn", "inputs", "n_outputs", "out_meta", "__weakref__")
+
+    def _record(self, fn, inputs, n_outputs, out_meta):
         self.fn = fn
-        self.ctx = ctx
-        self.inputs = inputs  # tuple aligned with forward's positional args: Tensor or None
+        self.inputs = inputs
         self.n_outputs = n_outputs
-        self.out_meta = out_meta  # (shape, dtype) of each output, to make zero gradients (multi-output)
-        self.freed = False
+        self.out_meta = out_meta
+        return self
+
+    @property
+    def ctx(self):
+        return self
+
+    @property
+    def freed(self) -> bool:
+        return self._saved is None
 
     def __repr__(self):
         return f"<{self.fn.__name__}Backward>"
@@ -157,12 +170,14 @@ class Function:
                 args = _autocast_args(args, low if cls.autocast == "low" else "float32")
         raw = []
         needs = []
+        inputs = []  # aligned with args: the Tensor, or None
         any_requires = False
         first = first_kind = None  # the first array seen; a later one on another device triggers the check
         mixed = False
         for a in args:
             if isinstance(a, Tensor):
                 d = a.data
+                inputs.append(a)
                 if a.requires_grad:
                     needs.append(True)
                     any_requires = True
@@ -170,6 +185,7 @@ class Function:
                     needs.append(False)
             else:
                 needs.append(False)
+                inputs.append(None)
                 kind = type(a)
                 if kind in _NUMBERS or a is None:
                     raw.append(a)
@@ -193,7 +209,9 @@ class Function:
             check_same_device(*[a for a in raw if a is not None and not isinstance(a, _PLAIN)],
                               op=cls.__name__)
 
-        ctx = Context(tuple(needs))
+        ctx = _new(Node)  # the context; it becomes the graph's node if the call is recorded
+        ctx._saved = ()
+        ctx.needs_input_grad = tuple(needs)
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
@@ -203,19 +221,32 @@ class Function:
             raise named from exc
         multi = type(out) is tuple
         if any_requires and cls.differentiable and _grad_enabled.get():
-            inputs = tuple([a if isinstance(a, Tensor) else None for a in args])
+            inputs = tuple(inputs)
             if multi:
-                node = Node(cls, ctx, inputs, len(out), tuple([(o.shape, o.dtype) for o in out]))
+                node = ctx._record(cls, inputs, len(out), tuple([(o.shape, o.dtype) for o in out]))
                 results = tuple([Tensor._from_op(o, node, i) for i, o in enumerate(out)])
             else:  # out_meta is read for multi-output nodes only (zeros for unused outputs)
-                result = Tensor._from_op(out, Node(cls, ctx, inputs, 1, None), 0)
+                # Tensor._from_op(out, node, 0), inlined: one call less on every recorded op
+                result = _new(Tensor)
+                result.data = out
+                result.grad = None
+                ctx.fn = cls  # ctx._record(cls, inputs, 1, None), inlined
+                ctx.inputs = inputs
+                ctx.n_outputs = 1
+                ctx.out_meta = None
+                result._node = ctx
+                result.requires_grad = True
         elif multi:
             results = tuple([Tensor._wrap(o) for o in out])
-        else:
-            result = Tensor._wrap(out)
+        else:  # Tensor._wrap(out), inlined
+            result = _new(Tensor)
+            result.data = out
+            result.grad = None
+            result._node = None
+            result.requires_grad = False
 
         if _forward_mode.get() and cls.differentiable:
-            tensor_inputs = [a if isinstance(a, Tensor) else None for a in args]
+            tensor_inputs = inputs
             if any(t is not None and t._tangent is not None for t in tensor_inputs):
                 if cls.jvp is None:
                     raise TypeError(f"{cls.__name__} has no jvp rule: forward-mode differentiation through it is not supported")
@@ -229,6 +260,7 @@ class Function:
 
 
 _NUMBERS = frozenset((int, float, bool, complex))
+_new = object.__new__
 _PLAIN = (int, float, complex, bool, str, tuple, list, dict, slice, type(Ellipsis))
 
 
@@ -260,11 +292,6 @@ def _autocast_args(args, target):
 
 def _topological_order(root_node):
     """Nodes reachable from ``root_node``, each after every node that consumes its outputs."""
-    for t in root_node.inputs:
-        if t is not None and t._node is not None:
-            break
-    else:
-        return (root_node,)  # every input is a leaf or a constant: one node
     order = []
     visited = set()
     stack = [(root_node, False)]
@@ -416,14 +443,19 @@ def _sweep(root, grad, retain_graph: bool) -> None:
     start = root._node
     if start is None:
         if root.requires_grad:
-            root._accumulate_grad(grad)
+            _accumulate(root, grad)
             if root._post_accumulate_grad_hooks:
                 _run_post_accumulate_hooks(root)
         return
     slots = [None] * start.n_outputs
     slots[root._output_index] = grad
     pending = {start: slots}
-    order = _topological_order(start)
+    for t in start.inputs:
+        if t is not None and t._node is not None:
+            order = _topological_order(start)
+            break
+    else:
+        order = (start,)  # every input is a leaf or a constant: one node, no graph walk
     edges = _hook_edges(order) if _hook_count else None
     for node in order:
         grads = pending.pop(node, None)
@@ -431,7 +463,7 @@ def _sweep(root, grad, retain_graph: bool) -> None:
             if edges:
                 _edges_done(node.inputs, edges)
             continue
-        if node.freed:
+        if node._saved is None:  # freed
             raise RuntimeError(
                 f"trying to backward through {node!r} a second time: the graph was freed after the "
                 "first backward; pass retain_graph=True to the first backward"
@@ -440,7 +472,7 @@ def _sweep(root, grad, retain_graph: bool) -> None:
         if len(grads) > 1 and any(g is None for g in grads):
             grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
         try:
-            in_grads = fn.backward(node.ctx, *grads)
+            in_grads = fn.backward(node, *grads)
         except (ValueError, TypeError, IndexError) as exc:
             named = _named(exc, f"{fn.__name__}.backward")
             if named is exc:
@@ -462,14 +494,14 @@ def _sweep(root, grad, retain_graph: bool) -> None:
                 )
             parent = t._node
             if parent is None:
-                t._accumulate_grad(g, owned)
+                _accumulate(t, g, owned)
                 if edges:
                     entry = edges.get(id(t))
                     if entry is not None:
                         entry[2] = True
                 continue
             if t._retains_grad:
-                t._accumulate_grad(g)
+                _accumulate(t, g)
             slots = pending.get(parent)
             if slots is None:
                 slots = pending[parent] = [None] * parent.n_outputs
@@ -480,10 +512,27 @@ def _sweep(root, grad, retain_graph: bool) -> None:
         if not retain_graph:
             # drop everything the node holds, not just saved arrays: a caller that keeps the loss
             # alive (until the next iteration reassigns it) must not keep every activation alive
-            node.ctx._saved = None
-            node.ctx = None
+            node._saved = None
+            node.__dict__.clear()
             node.inputs = ()
-            node.freed = True
+
+
+def _accumulate(t, g, owned: bool = False) -> None:
+    """Add raw gradient ``g`` into ``t.grad``. A first gradient is kept as a fresh array: the
+    caller's may be a view another node still uses, unless the Function that made it declares it
+    owned (``Function.owns_grads``); a later one is summed into a new array."""
+    grad = t.grad
+    if grad is None:
+        if not owned:
+            g = fresh_copy(g)
+    else:
+        g = grad.data + g
+    w = _new(Tensor)  # Tensor._wrap(g), inlined
+    w.data = g
+    w.grad = None
+    w._node = None
+    w.requires_grad = False
+    t.grad = w
 
 
 def _zeros_like_meta(node, index, grads):

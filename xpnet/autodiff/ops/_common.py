@@ -144,15 +144,18 @@ NUMBER = (int, float, bool)  # Python numbers: mixed with Tensors, they get no g
 
 
 def save_operands(ctx, a, b):
-    """Record the operands' shapes and dtypes (not the arrays) for unbroadcast in backward."""
-    if isinstance(a, NUMBER):
+    """Record the operands' shapes and dtypes (not the arrays) for unbroadcast in backward; a
+    Python number (no ``.shape``) records shape () and dtype None."""
+    try:  # arrays are the common case: one attribute read each, no type test
+        ctx.a_shape = a.shape
+        ctx.a_dtype = a.dtype
+    except AttributeError:
         ctx.a_shape, ctx.a_dtype = (), None
-    else:
-        ctx.a_shape, ctx.a_dtype = a.shape, a.dtype
-    if isinstance(b, NUMBER):
+    try:
+        ctx.b_shape = b.shape
+        ctx.b_dtype = b.dtype
+    except AttributeError:
         ctx.b_shape, ctx.b_dtype = (), None
-    else:
-        ctx.b_shape, ctx.b_dtype = b.shape, b.dtype
 
 
 def check_operands(op, a, b):
