@@ -447,9 +447,12 @@ def _sweep(root, grad, retain_graph: bool) -> None:
             if root._post_accumulate_grad_hooks:
                 _run_post_accumulate_hooks(root)
         return
-    slots = [None] * start.n_outputs
-    slots[root._output_index] = grad
-    pending = {start: slots}
+    if start.n_outputs == 1:
+        pending = {start: [grad]}
+    else:
+        slots = [None] * start.n_outputs
+        slots[root._output_index] = grad
+        pending = {start: slots}
     for t in start.inputs:
         if t is not None and t._node is not None:
             order = _topological_order(start)
