@@ -34,6 +34,25 @@ def test_forward_mode_matches_reverse_mode(backend, case):
     assert forward == pytest.approx(reverse, rel=1e-10, abs=1e-10)
 
 
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "pow", "radd", "rmul"])
+def test_forward_mode_tangent_of_the_smaller_operand_takes_the_output_shape(backend, op):
+    # only the (3, 1) operand carries a tangent; the output, and so its tangent, is (3, 4)
+    fns = {"add": lambda x, c: x + c, "sub": lambda x, c: x - c, "mul": lambda x, c: x * c,
+           "div": lambda x, c: x / c, "pow": lambda x, c: x ** c, "radd": lambda x, c: c + x,
+           "rmul": lambda x, c: c * x}
+    rng = np.random.default_rng(3)
+    x_host = rng.uniform(0.5, 1.5, (3, 1))
+    c_host = rng.uniform(0.5, 1.5, (1, 4))
+    t_host = rng.standard_normal((3, 1))
+    c = xpnet.tensor(c_host)
+    out, tangent = jvp(lambda x: fns[op](x, c), (xpnet.tensor(x_host),), (xpnet.tensor(t_host),))
+    assert out.shape == tangent.shape == (3, 4)
+    eps = 1e-6
+    ahead = fns[op](xpnet.tensor(x_host + eps * t_host), c).numpy()
+    behind = fns[op](xpnet.tensor(x_host - eps * t_host), c).numpy()
+    np.testing.assert_allclose(tangent.numpy(), (ahead - behind) / (2 * eps), rtol=1e-6, atol=1e-8)
+
+
 class CubeNoBackward(Function):
     """y = x³; dy = 3 x² dx in forward mode. Its backward fails, so jvp must not use it."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-from ..backends import ONE_DEVICE_TYPES, backend_name_of, check_same_device, fresh_copy
+from ..backends import NUMPY_ARRAY, ONE_DEVICE_TYPES, backend_name_of, check_same_device, fresh_copy
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("xpnet_grad_enabled", default=True)
 _forward_mode: contextvars.ContextVar = contextvars.ContextVar("xpnet_forward_mode", default=0)
@@ -157,6 +157,17 @@ class Function:
 
     jvp = None  # optional: jvp(ctx, *tangents) -> output tangent(s)
 
+    # Whether backward checks each gradient this Function returns against its input's shape. On
+    # for every Function defined outside xpnet (a wrong shape is then an error naming it); off for
+    # xpnet's own, whose gradients the test suite checks against finite differences, shapes
+    # included: two shape reads per edge of every backward (a fifth of a small op's backward).
+    check_grad_shapes = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "check_grad_shapes" not in cls.__dict__:
+            cls.check_grad_shapes = not cls.__module__.startswith("xpnet.")
+
     # autocast policy (see xpnet.amp): None = run in the inputs' dtypes, "low" = cast floating
     # Tensor inputs to the autocast dtype (GEMM-heavy ops), "float32" = cast them up to float32
     # (reductions, normalisation, losses). The casts are recorded, so gradients reach float32 weights.
@@ -164,6 +175,10 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **config):
+        if len(args) == 2 and not config:
+            result = _apply_two(cls, args[0], args[1])
+            if result is not None:
+                return result
         if cls.autocast is not None:
             low = _autocast_dtype.get()
             if low is not None:
@@ -215,35 +230,9 @@ class Function:
         try:
             out = cls.forward(ctx, *raw, **config)
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-            named = _named(exc, cls.__name__)
-            if named is exc:
-                raise
-            raise named from exc
-        multi = type(out) is tuple
-        if any_requires and cls.differentiable and _grad_enabled.get():
-            inputs = tuple(inputs)
-            if multi:
-                node = ctx._record(cls, inputs, len(out), tuple([(o.shape, o.dtype) for o in out]))
-                results = tuple([Tensor._from_op(o, node, i) for i, o in enumerate(out)])
-            else:  # out_meta is read for multi-output nodes only (zeros for unused outputs)
-                # Tensor._from_op(out, node, 0), inlined: one call less on every recorded op
-                result = _new(Tensor)
-                result.data = out
-                result.grad = None
-                ctx.fn = cls  # ctx._record(cls, inputs, 1, None), inlined
-                ctx.inputs = inputs
-                ctx.n_outputs = 1
-                ctx.out_meta = None
-                result._node = ctx
-                result.requires_grad = True
-        elif multi:
-            results = tuple([Tensor._wrap(o) for o in out])
-        else:  # Tensor._wrap(out), inlined
-            result = _new(Tensor)
-            result.data = out
-            result.grad = None
-            result._node = None
-            result.requires_grad = False
+            _raise_named(exc, cls.__name__)
+        inputs = tuple(inputs)
+        result = _outputs(cls, ctx, out, inputs, any_requires and cls.differentiable and _grad_enabled.get())
 
         if _forward_mode.get() and cls.differentiable:
             tensor_inputs = inputs
@@ -253,10 +242,79 @@ class Function:
                 tangents = tuple(None if t is None else t._tangent for t in tensor_inputs)
                 tan_out = cls.jvp(ctx, *tangents)
                 tan_out = tan_out if isinstance(tan_out, tuple) else (tan_out,)
-                for r, tan in zip(results if multi else (result,), tan_out):
+                for r, tan in zip(result if type(result) is tuple else (result,), tan_out):
                     r._tangent = tan
-        return results if multi else result
+        return result
 
+
+
+def _apply_two(cls, a, b):
+    """``cls.apply(a, b)`` in fewer steps for the most common call: two operands (the arithmetic
+    operators, matmul, comparisons), each a Tensor or a Python number and at least one a Tensor,
+    arrays of one type and device, no autocast or forward mode. The same context, node and
+    outputs as apply's general path, without its lists; None where that path must run."""
+    if isinstance(a, Tensor):
+        da = a.data
+        ra = a.requires_grad
+        if isinstance(b, Tensor):
+            db = b.data
+            rb = b.requires_grad
+            kind = type(da)
+            if type(db) is not kind or (kind not in ONE_DEVICE_TYPES and da.device != db.device):
+                return None  # the general path's device check names the op and both devices
+        elif type(b) in _NUMBERS:
+            db, rb, b = b, False, None
+        else:
+            return None
+    elif type(a) in _NUMBERS and isinstance(b, Tensor):
+        da, ra, a = a, False, None
+        db = b.data
+        rb = b.requires_grad
+    else:
+        return None
+    if cls.autocast is not None or _forward_mode.get():
+        return None
+    ctx = _new(Node)  # Context.__init__'s two fields, without the call
+    ctx._saved = ()
+    ctx.needs_input_grad = (ra, rb)
+    try:
+        out = cls.forward(ctx, da, db)
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        _raise_named(exc, cls.__name__)
+    return _outputs(cls, ctx, out, (a, b), (ra or rb) and cls.differentiable and _grad_enabled.get())
+
+
+def _outputs(cls, ctx, out, inputs, record):
+    """The output Tensor(s) of a call of ``cls`` whose forward returned ``out``; when ``record``,
+    ``ctx`` becomes their graph node, linked to ``inputs`` (a tuple aligned with the positional
+    arguments: the Tensor, or None)."""
+    if type(out) is tuple:
+        if record:
+            node = ctx._record(cls, inputs, len(out), tuple([(o.shape, o.dtype) for o in out]))
+            return tuple([Tensor._from_op(o, node, i) for i, o in enumerate(out)])
+        return tuple([Tensor._wrap(o) for o in out])
+    result = _new(Tensor)  # Tensor._from_op(out, ctx, 0) or Tensor._wrap(out), inlined
+    result.data = out
+    result.grad = None
+    if record:
+        ctx.fn = cls  # ctx._record(cls, inputs, 1, None), inlined: out_meta is for multi-output nodes
+        ctx.inputs = inputs
+        ctx.n_outputs = 1
+        ctx.out_meta = None
+        result._node = ctx
+        result.requires_grad = True
+    else:
+        result._node = None
+        result.requires_grad = False
+    return result
+
+
+def _raise_named(exc, op):
+    """Raise ``exc`` (caught from forward) with its message prefixed by the operation's name."""
+    named = _named(exc, op)
+    if named is exc:
+        raise exc
+    raise named from exc
 
 
 _NUMBERS = frozenset((int, float, bool, complex))
@@ -412,20 +470,99 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
     Each node runs once, in reverse topological order, with the sum of the gradients that reached
     each of its outputs; leaf Tensors that require grad accumulate into ``.grad``. A leaf's
     post-accumulate-grad hooks run once, after its last gradient of this sweep has been
-    accumulated; callbacks queued with ``queue_callback`` run after the sweep.
+    accumulated; callbacks queued with ``queue_callback`` run after the outermost sweep (none
+    after a failed one). The sweep is this function's own body, not a call: one call less on
+    every backward.
     """
     global _backward_depth
     _backward_depth += 1
     try:
-        _sweep(root, grad, retain_graph)
+        start = root._node
+        if start is None:
+            if root.requires_grad:
+                _accumulate(root, grad)
+                if root._post_accumulate_grad_hooks:
+                    _run_post_accumulate_hooks(root)
+            return  # the finally clause still runs the queued callbacks
+        if start.n_outputs == 1:
+            pending = {start: [grad]}
+        else:
+            slots = [None] * start.n_outputs
+            slots[root._output_index] = grad
+            pending = {start: slots}
+        for t in start.inputs:
+            if t is not None and t._node is not None:
+                order = _topological_order(start)
+                break
+        else:
+            order = (start,)  # every input is a leaf or a constant: one node, no graph walk
+        edges = _hook_edges(order) if _hook_count else None
+        for node in order:
+            grads = pending.pop(node, None)
+            if grads is None:
+                if edges:
+                    _edges_done(node.inputs, edges)
+                continue
+            if node._saved is None:  # freed
+                raise RuntimeError(
+                    f"trying to backward through {node!r} a second time: the graph was freed after the "
+                    "first backward; pass retain_graph=True to the first backward"
+                )
+            fn = node.fn
+            if len(grads) > 1 and any(g is None for g in grads):
+                grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
+            try:
+                in_grads = fn.backward(node, *grads)
+            except (ValueError, TypeError, IndexError) as exc:
+                named = _named(exc, f"{fn.__name__}.backward")
+                if named is exc:
+                    raise
+                raise named from exc
+            if type(in_grads) is not tuple:
+                in_grads = (in_grads,)
+            owned = fn.owns_grads
+            check = fn.check_grad_shapes
+            for t, g in zip(node.inputs, in_grads):
+                if t is None or g is None or not t.requires_grad:
+                    continue
+                if isinstance(g, Tensor):
+                    g = g.data
+                if check and g.shape != t.data.shape and tuple(g.shape) != tuple(t.data.shape):
+                    raise RuntimeError(
+                        f"{fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
+                        f"input of shape {tuple(t.shape)}"
+                    )
+                parent = t._node
+                if parent is None:
+                    _accumulate(t, g, owned)
+                    if edges:
+                        entry = edges.get(id(t))
+                        if entry is not None:
+                            entry[2] = True
+                    continue
+                if t._retains_grad:
+                    _accumulate(t, g)
+                slots = pending.get(parent)
+                if slots is None:
+                    slots = pending[parent] = [None] * parent.n_outputs
+                k = t._output_index
+                slots[k] = g if slots[k] is None else slots[k] + g
+            if edges:
+                _edges_done(node.inputs, edges)
+            if not retain_graph:
+                # drop everything the node holds, not just saved arrays: a caller that keeps the loss
+                # alive (until the next iteration reassigns it) must not keep every activation alive
+                node._saved = None
+                node.__dict__.clear()
+                node.inputs = ()
     except BaseException:
         if _backward_depth == 1:
             _final_callbacks.clear()
         raise
     finally:
         _backward_depth -= 1
-    if _final_callbacks and not _backward_depth:
-        _run_final_callbacks()
+        if _final_callbacks and not _backward_depth:
+            _run_final_callbacks()
 
 
 def _run_final_callbacks() -> None:
@@ -439,95 +576,14 @@ def _run_final_callbacks() -> None:
         _final_callbacks.clear()
 
 
-def _sweep(root, grad, retain_graph: bool) -> None:
-    start = root._node
-    if start is None:
-        if root.requires_grad:
-            _accumulate(root, grad)
-            if root._post_accumulate_grad_hooks:
-                _run_post_accumulate_hooks(root)
-        return
-    if start.n_outputs == 1:
-        pending = {start: [grad]}
-    else:
-        slots = [None] * start.n_outputs
-        slots[root._output_index] = grad
-        pending = {start: slots}
-    for t in start.inputs:
-        if t is not None and t._node is not None:
-            order = _topological_order(start)
-            break
-    else:
-        order = (start,)  # every input is a leaf or a constant: one node, no graph walk
-    edges = _hook_edges(order) if _hook_count else None
-    for node in order:
-        grads = pending.pop(node, None)
-        if grads is None:
-            if edges:
-                _edges_done(node.inputs, edges)
-            continue
-        if node._saved is None:  # freed
-            raise RuntimeError(
-                f"trying to backward through {node!r} a second time: the graph was freed after the "
-                "first backward; pass retain_graph=True to the first backward"
-            )
-        fn = node.fn
-        if len(grads) > 1 and any(g is None for g in grads):
-            grads = [g if g is not None else _zeros_like_meta(node, i, grads) for i, g in enumerate(grads)]
-        try:
-            in_grads = fn.backward(node, *grads)
-        except (ValueError, TypeError, IndexError) as exc:
-            named = _named(exc, f"{fn.__name__}.backward")
-            if named is exc:
-                raise
-            raise named from exc
-        if type(in_grads) is not tuple:
-            in_grads = (in_grads,)
-        owned = fn.owns_grads
-        for t, g in zip(node.inputs, in_grads):
-            if t is None or g is None or not t.requires_grad:
-                continue
-            if isinstance(g, Tensor):
-                g = g.data
-            data = t.data
-            if g.shape != data.shape and tuple(g.shape) != tuple(data.shape):
-                raise RuntimeError(
-                    f"{fn.__name__}.backward returned a gradient of shape {tuple(g.shape)} for an "
-                    f"input of shape {tuple(t.shape)}"
-                )
-            parent = t._node
-            if parent is None:
-                _accumulate(t, g, owned)
-                if edges:
-                    entry = edges.get(id(t))
-                    if entry is not None:
-                        entry[2] = True
-                continue
-            if t._retains_grad:
-                _accumulate(t, g)
-            slots = pending.get(parent)
-            if slots is None:
-                slots = pending[parent] = [None] * parent.n_outputs
-            k = t._output_index
-            slots[k] = g if slots[k] is None else slots[k] + g
-        if edges:
-            _edges_done(node.inputs, edges)
-        if not retain_graph:
-            # drop everything the node holds, not just saved arrays: a caller that keeps the loss
-            # alive (until the next iteration reassigns it) must not keep every activation alive
-            node._saved = None
-            node.__dict__.clear()
-            node.inputs = ()
-
-
 def _accumulate(t, g, owned: bool = False) -> None:
     """Add raw gradient ``g`` into ``t.grad``. A first gradient is kept as a fresh array: the
     caller's may be a view another node still uses, unless the Function that made it declares it
     owned (``Function.owns_grads``); a later one is summed into a new array."""
     grad = t.grad
     if grad is None:
-        if not owned:
-            g = fresh_copy(g)
+        if not owned:  # fresh_copy(g), its common case inlined
+            g = g.copy(order="K") if type(g) is NUMPY_ARRAY and g.ndim else fresh_copy(g)
     else:
         g = grad.data + g
     w = _new(Tensor)  # Tensor._wrap(g), inlined

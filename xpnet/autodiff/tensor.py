@@ -199,7 +199,7 @@ class Tensor(TorchMethods):
                 grad = self.backend.asarray(grad, dtype=self.data.dtype)
             if grad.shape != self.data.shape and tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
-        _function.run_backward(self, grad, retain_graph=retain_graph)
+        _function.run_backward(self, grad, retain_graph)
 
     def _accumulate_grad(self, g, owned: bool = False) -> None:
         _function._accumulate(self, g, owned)
@@ -296,28 +296,36 @@ class Tensor(TorchMethods):
 
     # -- operators: each calls the function of the same name in xpnet.autodiff.ops --------------
     def __add__(self, other):
-        return _add_apply(self, other)
+        result = _two(_Add, self, other)
+        return result if result is not None else _Add.apply(self, other)
 
     def __radd__(self, other):
-        return _add_apply(other, self)
+        result = _two(_Add, other, self)
+        return result if result is not None else _Add.apply(other, self)
 
     def __sub__(self, other):
-        return _sub_apply(self, other)
+        result = _two(_Sub, self, other)
+        return result if result is not None else _Sub.apply(self, other)
 
     def __rsub__(self, other):
-        return _sub_apply(other, self)
+        result = _two(_Sub, other, self)
+        return result if result is not None else _Sub.apply(other, self)
 
     def __mul__(self, other):
-        return _mul_apply(self, other)
+        result = _two(_Mul, self, other)
+        return result if result is not None else _Mul.apply(self, other)
 
     def __rmul__(self, other):
-        return _mul_apply(other, self)
+        result = _two(_Mul, other, self)
+        return result if result is not None else _Mul.apply(other, self)
 
     def __truediv__(self, other):
-        return _div_apply(self, other)
+        result = _two(_Div, self, other)
+        return result if result is not None else _Div.apply(self, other)
 
     def __rtruediv__(self, other):
-        return _div_apply(other, self)
+        result = _two(_Div, other, self)
+        return result if result is not None else _Div.apply(other, self)
 
     def __pow__(self, other):
         return _ops.pow(self, other)
@@ -473,9 +481,9 @@ register_transfer(Tensor, _move_tensor)
 from . import function as _function  # noqa: E402
 from . import ops as _ops  # noqa: E402
 
-# The hottest operators call their Function's apply directly: one Python call less than through
-# xpnet.autodiff.ops (add -> Add.apply), on every arithmetic operator of every training step.
-_add_apply = _ops.elementwise.Add.apply
-_sub_apply = _ops.elementwise.Sub.apply
-_mul_apply = _ops.elementwise.Mul.apply
-_div_apply = _ops.elementwise.Div.apply
+# The arithmetic operators go straight to the two-operand path of Function.apply (one Python call
+# and apply's argument packing less on every operator of every training step); it declines what
+# it does not cover (raw arrays, NumPy scalars, mixed devices, autocast), which apply then takes.
+_two = _function._apply_two
+_Add, _Sub, _Mul, _Div = (_ops.elementwise.Add, _ops.elementwise.Sub, _ops.elementwise.Mul,
+                          _ops.elementwise.Div)

@@ -202,6 +202,8 @@ _OWNERS: dict = {}
 # Array types whose arrays all live on one device (NumPy's): two arrays of one of these types need
 # no device comparison. Seeded with ndarray; other NumPy types join when backend_of first sees them.
 ONE_DEVICE_TYPES: set = {_np.ndarray}
+# NumPy's array type, for the hot paths above backends/ that test for it without importing NumPy
+NUMPY_ARRAY = _np.ndarray
 
 
 class _PerDevice:
@@ -353,6 +355,7 @@ from . import devices as _device  # noqa: E402
 from .devices import device, to_device  # noqa: E402  -- to_device also reads devices as PyTorch spells them
 
 __all__ = [
+    "NUMPY_ARRAY",
     "Backend", "HostRNG", "KernelName", "register_kernel", "DType", "dtype_name", "get_default_dtype",
     "set_default_dtype", "is_float_dtype", "resolve_dtype", "BackendUnavailableError",
     "DeviceMismatchError", "BACKEND_NAMES", "available_backends", "unavailable_reason",

@@ -44,7 +44,7 @@ def unbroadcast(grad, shape, dtype=None):
         axes = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
         if axes:
             grad = xp.sum(grad, axis=axes, keepdims=True)
-    if dtype is not None and grad.dtype != dtype:
+    if dtype is not None and grad.dtype is not dtype and grad.dtype != dtype:  # "is": the common case, cheaper
         grad = namespace(grad).astype(grad, dtype)
     return grad
 
@@ -156,6 +156,15 @@ def save_operands(ctx, a, b):
         ctx.b_dtype = b.dtype
     except AttributeError:
         ctx.b_shape, ctx.b_dtype = (), None
+
+
+def out_shape(ctx):
+    """The shape the operands recorded by ``save_operands`` broadcast to (the output's): computed
+    when forward mode needs it instead of stored by every forward."""
+    sa, sb = tuple(ctx.a_shape), tuple(ctx.b_shape)
+    n = max(len(sa), len(sb))
+    sa, sb = (1,) * (n - len(sa)) + sa, (1,) * (n - len(sb)) + sb
+    return tuple(y if x == 1 else x for x, y in zip(sa, sb))
 
 
 def check_operands(op, a, b):

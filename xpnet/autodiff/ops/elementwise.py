@@ -12,7 +12,7 @@ import math
 from ...backends import backend_of, is_float_dtype, kernels, resolve_dtype
 from ...backends.kernels import ReLUForward
 from ..function import Function
-from ._common import add_tangents, check_operands, expand_to, namespace, raw, save_operands, unbroadcast
+from ._common import add_tangents, check_operands, expand_to, namespace, out_shape, raw, save_operands, unbroadcast
 
 # -- arithmetic -----------------------------------------------------------------------------------
 
@@ -27,18 +27,21 @@ class Add(Function):
     def forward(ctx, a, b):
         save_operands(ctx, a, b)
         out = a + b
-        ctx.out_shape = out.shape
         return out
 
     @staticmethod
     def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
-        return (unbroadcast(g, ctx.a_shape, ctx.a_dtype) if need_a else None,
-                unbroadcast(g, ctx.b_shape, ctx.b_dtype) if need_b else None)
+        ga = unbroadcast(g, ctx.a_shape, ctx.a_dtype) if need_a else None
+        if not need_b:
+            return ga, None
+        if need_a and ctx.b_shape == ctx.a_shape and ctx.b_dtype == ctx.a_dtype:
+            return ga, ga  # operands of one shape and dtype: one reduction serves both
+        return ga, unbroadcast(g, ctx.b_shape, ctx.b_dtype)
 
     @staticmethod
     def jvp(ctx, ta, tb):
-        return expand_to(add_tangents(ta, tb), ctx.out_shape)
+        return expand_to(add_tangents(ta, tb), out_shape(ctx))
 
 
 class Sub(Function):
@@ -51,7 +54,6 @@ class Sub(Function):
     def forward(ctx, a, b):
         save_operands(ctx, a, b)
         out = a - b
-        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -62,7 +64,7 @@ class Sub(Function):
 
     @staticmethod
     def jvp(ctx, ta, tb):
-        return expand_to(add_tangents(ta, None if tb is None else -tb), ctx.out_shape)
+        return expand_to(add_tangents(ta, None if tb is None else -tb), out_shape(ctx))
 
 
 class Mul(Function):
@@ -76,7 +78,6 @@ class Mul(Function):
         save_operands(ctx, a, b)
         ctx.save_for_backward(a, b)
         out = a * b
-        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -90,7 +91,7 @@ class Mul(Function):
     def jvp(ctx, ta, tb):
         a, b = ctx.saved_tensors
         return expand_to(add_tangents(None if ta is None else ta * b, None if tb is None else a * tb),
-                         ctx.out_shape)
+                         out_shape(ctx))
 
 
 class Div(Function):
@@ -104,7 +105,6 @@ class Div(Function):
         save_operands(ctx, a, b)
         out = a / b
         ctx.save_for_backward(b, out)
-        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -119,7 +119,7 @@ class Div(Function):
     def jvp(ctx, ta, tb):
         b, y = ctx.saved_tensors
         tangent = add_tangents(ta, None if tb is None else -(y * tb))
-        return expand_to(tangent / b, ctx.out_shape)
+        return expand_to(tangent / b, out_shape(ctx))
 
 
 class Pow(Function):
@@ -134,7 +134,6 @@ class Pow(Function):
         save_operands(ctx, a, b)
         out = a ** b
         ctx.save_for_backward(a, b, out)
-        ctx.out_shape = out.shape
         return out
 
     @staticmethod
@@ -171,7 +170,7 @@ class Pow(Function):
     def jvp(ctx, ta, tb):
         a, b, y = ctx.saved_tensors
         return expand_to(add_tangents(None if ta is None else ta * Pow._da(a, b, y),
-                                      None if tb is None else tb * y * Pow._log_a(a)), ctx.out_shape)
+                                      None if tb is None else tb * y * Pow._log_a(a)), out_shape(ctx))
 
 
 class Neg(Function):
