@@ -1,7 +1,10 @@
 #!/bin/bash
 # One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
 # Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
-#   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|train|profile|retest|convbench ...]   (default: all four, in that order)
+#   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|small|feed|train|profile|retest|convbench ...]
+#   (default: tests suite bench train, in that order; small: the --small set on CuPy; feed: AlexNet-227
+#   fed from JPEG files through worker processes and pinned memory, against the same step on a
+#   batch already on the device)
 # Logs go to $OUT (or /tmp/gpu_out); each stage has its own time limit so the call ends in time.
 set -u
 export PYTHONUNBUFFERED=1
@@ -30,6 +33,10 @@ for s in $stages; do
     bench_tf32) XPNET_BACKEND=cupy timeout ${T_BENCH_TF32:-60} python3 scripts/bench.py --tf32 --no-memory \
              --rounds ${BENCH_ROUNDS:-3} --workloads ${TF32_WORKLOADS:-vgg16_cifar,alexnet_227} \
              --json "$OUT/bench_gpu_tf32.json" 2>&1 | tee "$OUT/bench_tf32.log" | tail -n 5 ;;
+    small) XPNET_BACKEND=cupy timeout ${T_SMALL:-90} python3 scripts/bench.py --small \
+             --json "$OUT/bench_small_gpu.json" 2>&1 | tee "$OUT/bench_small.log" | tail -n 8 ;;
+    feed) XPNET_BACKEND=cupy timeout ${T_FEED:-150} python3 scripts/bench_feed.py --pin-memory \
+             --images ${FEED_IMAGES:-1024} --steps ${FEED_STEPS:-40} ${FEED_ARGS:-} 2>&1 | tee "$OUT/feed.log" | tail -n 6 ;;
     profile) XPNET_BACKEND=cupy timeout ${T_PROFILE:-150} python3 scripts/gpu_profile.py ${PROFILE_ARGS:-} \
              > "$OUT/profile.log" 2>&1; echo "rc=$?"; grep -E "^\[" "$OUT/profile.log" ;;
     retest) XPNET_TEST_BACKENDS=cupy timeout ${T_RETEST:-90} python3 -m pytest -q --tb=short -p no:cacheprovider -n 8 \
