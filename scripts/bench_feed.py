@@ -3,6 +3,7 @@
 
     python scripts/bench_feed.py                                          # AlexNet-227, batch 64
     XPNET_BACKEND=cupy python scripts/bench_feed.py --workers 15 --pin-memory --steps 60
+    XPNET_BACKEND=cupy python scripts/bench_feed.py --decode-on-device     # JPEGs decoded on the GPU
     python scripts/bench_feed.py --size 32 --steps 6 --warmup 2           # a quick CPU run
 
 Does the input pipeline keep the model busy? Writes (or reuses, ``--dir``) a folder of
@@ -14,7 +15,8 @@ synthetic   one uint8 batch of random pixels, uploaded once, normalized on the d
             (``NormalizeOnDevice``, ImageNet's mean and std) and trained on: the step alone
 fed         ``DataLoader(ImageFolder(DIR, transform=RandomResizedCrop + RandomHorizontalFlip +
             ToUint8CHW), batch, shuffle, num_workers=--workers, persistent_workers, pin_memory,
-            device_transform=NormalizeOnDevice)``: the same step on the batches it delivers
+            device_transform=NormalizeOnDevice)``: the same step on the batches it delivers (with
+            ``--decode-on-device``: ``decode_on_device=True``, the JPEGs decoded and augmented on the GPU)
 
 Each round times ``--steps`` steps after ``--warmup`` untimed ones (the workers started and their
 queue filled), synchronizing the device at both ends; the figures are the best round's images/s
@@ -87,6 +89,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader worker processes (default: the CPUs this process may use, minus one)")
     parser.add_argument("--pin-memory", action="store_true", help="page-locked staging and a copy stream (CuPy)")
+    parser.add_argument("--decode-on-device", action="store_true",
+                        help="decode and augment on the GPU (nvImageCodec; no worker processes)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each round")
     parser.add_argument("--rounds", type=int, default=2)
@@ -99,7 +103,11 @@ def main(argv=None):
     if args.images < args.batch_size:
         parser.error(f"--images ({args.images}) must be at least --batch-size ({args.batch_size})")
     workers = args.workers
-    if workers is None:
+    if args.decode_on_device:
+        if workers:
+            parser.error("--decode-on-device reads files in the loader's thread: it takes no --workers")
+        workers = 0
+    elif workers is None:
         workers = max(0, len(os.sched_getaffinity(0)) - 1) if hasattr(os, "sched_getaffinity") else 0
 
     root = args.dir or tempfile.mkdtemp(prefix="xpnet_feed_")
@@ -126,9 +134,10 @@ def main(argv=None):
         loader = data.DataLoader(data.ImageFolder(root, transform=transform), batch_size=args.batch_size,
                                  shuffle=True, drop_last=True, seed=0, num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=args.pin_memory,
-                                 device_transform=normalize)
+                                 device_transform=normalize, decode_on_device=args.decode_on_device)
+        decoder = "nvImageCodec on the device" if args.decode_on_device else data.decoder_name()
         print(f"folder {root}: {args.images} JPEGs of {bench_input.WIDTH}x{bench_input.HEIGHT} ({made} written); "
-              f"decoder {data.decoder_name()}")
+              f"decoder {decoder}")
         print(f"model {args.model} at {args.size}x{args.size}, batch {args.batch_size}; backend {backend}; "
               f"{workers} worker(s), pin_memory={args.pin_memory}; {args.rounds} rounds of {args.steps} steps "
               f"after {args.warmup}")

@@ -1,10 +1,11 @@
 #!/bin/bash
 # One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
 # Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
-#   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|small|feed|train|profile|retest|convbench ...]
+#   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|small|feed|feed_gpu|train|profile|retest|convbench ...]
 #   (default: tests suite bench train, in that order; small: the --small set on CuPy; feed: AlexNet-227
 #   fed from JPEG files through worker processes and pinned memory, against the same step on a
-#   batch already on the device)
+#   batch already on the device; feed_gpu: the same with the JPEGs decoded on the GPU, nvImageCodec's
+#   wheels carried in .whl/)
 # Logs go to $OUT (or /tmp/gpu_out); each stage has its own time limit so the call ends in time.
 set -u
 export PYTHONUNBUFFERED=1
@@ -37,6 +38,8 @@ for s in $stages; do
              --json "$OUT/bench_small_gpu.json" 2>&1 | tee "$OUT/bench_small.log" | tail -n 8 ;;
     feed) XPNET_BACKEND=cupy timeout ${T_FEED:-150} python3 scripts/bench_feed.py --pin-memory \
              --images ${FEED_IMAGES:-1024} --steps ${FEED_STEPS:-40} ${FEED_ARGS:-} 2>&1 | tee "$OUT/feed.log" | tail -n 6 ;;
+    feed_gpu) XPNET_BACKEND=cupy timeout ${T_FEED:-150} python3 scripts/bench_feed.py --decode-on-device \
+             --images ${FEED_IMAGES:-1024} --steps ${FEED_STEPS:-40} ${FEED_ARGS:-} 2>&1 | tee "$OUT/feed_gpu.log" | tail -n 6 ;;
     profile) XPNET_BACKEND=cupy timeout ${T_PROFILE:-150} python3 scripts/gpu_profile.py ${PROFILE_ARGS:-} \
              > "$OUT/profile.log" 2>&1; echo "rc=$?"; grep -E "^\[" "$OUT/profile.log" ;;
     retest) XPNET_TEST_BACKENDS=cupy timeout ${T_RETEST:-90} python3 -m pytest -q --tb=short -p no:cacheprovider -n 8 \

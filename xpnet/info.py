@@ -14,6 +14,16 @@ def _version(module_name):
     return getattr(module, "__version__", "unknown")
 
 
+def _gpu_decoder():
+    """nvImageCodec's version when it is installed (``DataLoader(..., decode_on_device=True)``)."""
+    from .data.device_decode import INSTALL_HINT, nvimgcodec_module
+
+    module = nvimgcodec_module()
+    if module is None:
+        return f"not installed ({INSTALL_HINT.split(': ', 1)[1]})"
+    return f"nvImageCodec {getattr(module, '__version__', 'unknown')} (DataLoader(..., decode_on_device=True))"
+
+
 def _cuda_lines():
     from .backends import unavailable_reason
 
@@ -60,6 +70,7 @@ def info_text() -> str:
         f"CuPy: {_version('cupy') or 'not installed'}",
         f"PyTorch: {_version('torch') or 'not installed'}",
         f"image decoder: {__import__('xpnet.data.decode', fromlist=['decoder_name']).decoder_name()}",
+        f"GPU image decoder: {_gpu_decoder()}",
     ]
     lines += _cuda_lines()
     lines += _blas_lines()

@@ -69,6 +69,11 @@ class DataLoader:
                 ``device_transform(x) -> x`` applied to the inputs' Tensor after the upload, e.g.
                 ``NormalizeOnDevice(mean, std)``; with it, integer inputs (uint8 images) stay in
                 their dtype through the upload, a quarter of the bytes of float32
+    decode_on_device
+                JPEG decoding and the dataset's crop, resize and flip on the GPU (nvImageCodec,
+                ``pip install "xpnet[images-gpu]"``) for an ``ImageFolder`` (or a Subset of one):
+                the loader's thread only reads files, checks headers and draws each sample's box
+                from its own generator; see ``xpnet.data.device_decode`` for the transforms it takes
     backend, device
                 where batches go: a Backend, or a backend name (with ``device``); by default the
                 backend current when iteration starts (``use_backend`` blocks are honoured)
@@ -100,7 +105,7 @@ class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, transform=None,
                  backend=None, device=None, prefetch=2, num_workers=0, persistent_workers=False,
                  prefetch_factor=None, pin_memory=False, worker_init_fn=None, timeout=0,
-                 multiprocessing_context=None, device_transform=None, sampler=None):
+                 multiprocessing_context=None, device_transform=None, sampler=None, decode_on_device=False):
         self._stream = callable(getattr(dataset, "stream", None))
         readable = hasattr(dataset, "__getitem__") or sample_function(dataset) is not None
         if not self._stream and not (hasattr(dataset, "__len__") and readable):
@@ -152,6 +157,17 @@ class DataLoader:
         self.seed = _integer("seed", seed, 0)
         self.epoch = 0
         self._pool = None  # the persistent workers
+        self.decode_on_device = _flag("decode_on_device", decode_on_device)
+        self._encoded = self._device_decoder = None
+        if self.decode_on_device:
+            if self.num_workers or transform is not None or self._stream:
+                raise ValueError("DataLoader: decode_on_device reads files in the loader's thread and decodes and "
+                                 "augments on the device: it takes no num_workers, no batch transform (the "
+                                 f"dataset's transform is carried out on the device) and no stream; got "
+                                 f"num_workers={self.num_workers}, transform={transform!r}")
+            from .device_decode import EncodedRecipe
+
+            self._encoded = EncodedRecipe(dataset)  # the transform, the codec and the dataset checked now
 
     # -- sizes and order ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -224,6 +240,9 @@ class DataLoader:
         batches = None if self._stream else self._batches(self.order(epoch))
         recipe = BatchRecipe(self.dataset, self.transform, self.batch_size, self.drop_last,
                              self.device_transform is not None)
+        if self._encoded is not None:
+            source = _ThreadSource(self._encoded, spec, batches, 0, 1, self.prefetch, epoch)
+            return _LoaderIterator(source, self._decoder_for(backend), len(batches), epoch)
         if self.uses_workers:
             pool = self._pool if self._pool is not None and self._pool.alive else None
             if pool is None:
@@ -238,6 +257,15 @@ class DataLoader:
         count = len(batches) if batches is not None else _known_length(self._stream_length)
         uploader = _Uploader(backend, self.pin_memory, self.device_transform)
         return _LoaderIterator(source, uploader, count, epoch)
+
+    def _decoder_for(self, backend):
+        """The device decoder of ``decode_on_device`` for ``backend`` (made once, kept while it is the same)."""
+        decoder = self._device_decoder
+        if decoder is None or decoder.backend is not backend:
+            from .device_decode import DeviceDecoder
+
+            decoder = self._device_decoder = DeviceDecoder(backend, self._encoded.plan, self.device_transform)
+        return decoder
 
     def close(self):
         """Stop the persistent workers, if any (a later iteration starts new ones)."""
