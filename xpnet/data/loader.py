@@ -31,9 +31,9 @@ import threading
 
 import numpy as np
 
-from ..autodiff.tensor import Tensor
 from ..backends import Backend, get_backend, get_default_dtype
 from .batching import BatchRecipe, EpochSpec, in_memory, sample_function
+from .upload import Uploader
 from .workers import WorkerPool, _context
 
 
@@ -255,7 +255,7 @@ class DataLoader:
             part, parts = rank_and_world() if self._stream else (0, 1)
             source = _ThreadSource(recipe, spec, batches, part, parts, self.prefetch, epoch)
         count = len(batches) if batches is not None else _known_length(self._stream_length)
-        uploader = _Uploader(backend, self.pin_memory, self.device_transform)
+        uploader = Uploader(backend, self.pin_memory, self.device_transform)
         return _LoaderIterator(source, uploader, count, epoch)
 
     def _decoder_for(self, backend):
@@ -464,95 +464,6 @@ class _WorkerSource:
         current = self._pool._epoch is not None and self._pool._epoch.token == self._token
         if self._owns or (failed and current):
             self._pool.close()  # a failed pool (a dead worker, say) is replaced at the next epoch
-
-
-# -- to the device --------------------------------------------------------------------------------
-class _Uploader:
-    """Host fields -> Tensors on ``backend`` (copying views the source reuses), then ``device_transform``."""
-
-    def __init__(self, backend, pin_memory, device_transform):
-        self.backend = backend
-        self.device_transform = device_transform
-        self.pinned = _PinnedUploader(backend) if pin_memory and backend.name == "cupy" else None
-
-    def upload(self, host, transient):
-        if self.pinned is not None:
-            arrays = self.pinned.upload(host)
-        elif transient and self.backend.name != "cupy":  # CPU namespaces may keep the host buffer itself
-            arrays = [self.backend.from_host(np.array(h, copy=True)) for h in host]
-        else:
-            arrays = [self.backend.from_host(h) for h in host]
-        bfloat16 = str(get_default_dtype()) == "bfloat16"
-        tensors = []
-        for h, array in zip(host, arrays):
-            if bfloat16 and h.dtype.kind == "f":
-                array = self.backend.xp.astype(array, self.backend.dtype("bfloat16"))
-            tensors.append(Tensor(array))
-        if self.device_transform is not None:
-            out = self.device_transform(tensors[0])
-            tensors[0] = out if isinstance(out, Tensor) else Tensor(out)
-        return tuple(tensors)
-
-
-class _PinnedUploader:
-    """CuPy: each batch is copied into page-locked host memory, uploaded on a separate non-blocking
-    stream into a device staging buffer, and copied (device to device, on the consumer's stream,
-    after an event says the upload is done) into fresh arrays. The upload thus overlaps whatever
-    the consumer's stream is running; the fresh arrays belong to the consumer's stream, so the
-    memory pool never hands a block still read by queued kernels to the side stream. ``DEPTH``
-    stages rotate; a stage is reused only after the events of its previous batch."""
-
-    DEPTH = 3
-    ALIGN = 256
-
-    def __init__(self, backend):
-        import cupy
-
-        self.cupy, self.backend = cupy, backend
-        with backend.device:
-            self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.stages = [None] * self.DEPTH  # [pinned, device staging, nbytes, uploaded event, consumed event]
-        self.turn = 0
-
-    def upload(self, host):
-        cupy, runtime = self.cupy, self.cupy.cuda.runtime
-        offsets, total = [], 0
-        for h in host:
-            offsets.append(total)
-            total += -(-h.nbytes // self.ALIGN) * self.ALIGN
-        total = max(total, self.ALIGN)
-        index, self.turn = self.turn, (self.turn + 1) % self.DEPTH
-        with self.backend.device:
-            stage = self.stages[index]
-            if stage is not None:
-                stage[3].synchronize()  # the previous upload out of this pinned buffer has finished
-            if stage is None or stage[2] < total:
-                if stage is not None:
-                    stage[4].synchronize()  # nothing reads the old staging buffer any more: free it
-                with self.stream:
-                    stage = [cupy.cuda.alloc_pinned_memory(total), cupy.empty(total, cupy.uint8), total,
-                             cupy.cuda.Event(disable_timing=True), cupy.cuda.Event(disable_timing=True)]
-                self.stream.synchronize()
-                self.stages[index] = stage
-            else:  # the side stream waits until the consumer has copied the previous batch out
-                self.stream.wait_event(stage[4])
-            pinned, staging = stage[0], stage[1]
-            for h, offset in zip(host, offsets):
-                view = np.frombuffer(pinned, np.uint8, h.nbytes, offset)
-                view[...] = np.ascontiguousarray(h).reshape(-1).view(np.uint8)
-            runtime.memcpyAsync(staging.data.ptr, pinned.ptr, total, runtime.memcpyHostToDevice, self.stream.ptr)
-            stage[3].record(self.stream)
-            consumer = cupy.cuda.get_current_stream()
-            consumer.wait_event(stage[3])
-            arrays = []
-            for h, offset in zip(host, offsets):
-                out = cupy.empty(h.shape, h.dtype)
-                if h.nbytes:
-                    runtime.memcpyAsync(out.data.ptr, staging.data.ptr + offset, h.nbytes,
-                                        runtime.memcpyDeviceToDevice, consumer.ptr)
-                arrays.append(out)
-            stage[4].record(consumer)
-        return arrays
 
 
 class _LoaderIterator:
