@@ -83,12 +83,14 @@ def _host_reference(img, plan, rng):
         t = augment.Compose([augment.RandomResizedCrop(48, scale=(0.2, 1.0)), augment.RandomHorizontalFlip()])
     elif plan == "resize_center":
         t = augment.Compose([augment.Resize(40), augment.CenterCrop(36)])
+    elif plan == "resize_pair":
+        t = augment.Compose([augment.Resize((30, 44))])
     else:  # a center crop larger than the resized image: CenterCrop pads with zeros
         t = augment.Compose([augment.Resize(30), augment.CenterCrop((34, 50))])
     return np.transpose(t(img, rng), (2, 0, 1)), t
 
 
-@pytest.mark.parametrize("plan", ["rrc", "resize_center", "pad"])
+@pytest.mark.parametrize("plan", ["rrc", "resize_center", "resize_pair", "pad"])
 def test_resampling_matches_the_host_pipeline(backend, plan):
     rng = np.random.default_rng(4)
     images = [_photo(rng, h, w) for h, w in ((150, 200), (200, 150), (97, 131), (64, 64), (240, 180))]
@@ -162,6 +164,8 @@ def test_what_the_device_path_refuses_is_refused_when_the_loader_is_made(codec, 
     jitter = augment.Compose([augment.RandomResizedCrop(16), augment.ColorJitter(0.4)])
     with pytest.raises(ValueError, match="RandomResizedCrop.*got Compose"):
         data.DataLoader(data.ImageFolder(root, transform=jitter), decode_on_device=True)
+    with pytest.raises(ValueError, match="RandomResizedCrop.*got Compose"):  # an int Resize: sizes vary
+        data.DataLoader(data.ImageFolder(root, transform=augment.Compose([augment.Resize(30)])), decode_on_device=True)
     with pytest.raises(ValueError, match="one image size"):
         data.DataLoader(data.ImageFolder(root), decode_on_device=True)
     with pytest.raises(ValueError, match="resizes twice"):
@@ -222,3 +226,20 @@ def test_info_says_whether_the_gpu_decoder_is_installed(codec, monkeypatch):
     assert "GPU image decoder: nvImageCodec 0.9.0 (DataLoader(..., decode_on_device=True))" in info_text()
     monkeypatch.setattr(device_decode, "nvimgcodec_module", lambda: None)
     assert 'GPU image decoder: not installed (pip install "xpnet[images-gpu]")' in info_text()
+
+
+def test_xpnet_train_decodes_on_the_device(codec, tmp_path, capsys):
+    from xpnet.cli import main
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        _folder(tmp_path / "images" / split, rng, count=12)
+    out = tmp_path / "run"
+    code = main(["train", "--model", "lenet5", "--dataset", f"folder:{tmp_path / 'images'}", "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--decode-on-device", "--out", str(out), "--seed", "1"])
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    assert "test accuracy" in printed.out and (out / "history.csv").exists()
+    assert sum(codec.Decoder.calls) >= 12 + 12  # every training and test image went through it
+    code = main(["train", "--model", "lenet5", "--dataset", "synthetic", "--decode-on-device", "--epochs", "1"])
+    assert code != 0 and "--decode-on-device decodes image folders" in capsys.readouterr().err

@@ -20,7 +20,8 @@ a header parse.
 Transforms the device path carries out (anything else is refused when the loader is made, naming it):
     ``Compose([RandomResizedCrop(S, scale, ratio), RandomHorizontalFlip(p), ToUint8CHW()])``
     (the flip and ``ToUint8CHW`` optional; training), ``Compose([Resize(R), CenterCrop(C),
-    ToUint8CHW()])`` (testing), or no transform with ``ImageFolder(size=(H, W))`` (a plain resize).
+    ToUint8CHW()])`` (testing), ``Resize((H, W))`` or no transform with ``ImageFolder(size=(H, W))``
+    (a plain resize).
 
 Resizing is the host path's filter (Pillow's bilinear with antialiasing): output pixel i along an
 axis is the normalised sum of the input pixels x weighted by ``max(0, 1 - |x + 0.5 - c_i| / s)``,
@@ -100,10 +101,13 @@ class DevicePlan:
         elif kinds == [Resize, CenterCrop]:
             self.resize, self.center = steps
             self.out = tuple(self.center.size)
+        elif kinds == [Resize] and isinstance(steps[0].size, tuple):
+            self.resize = steps[0]  # to one (height, width): a plain resize
+            self.out = tuple(self.resize.size)
         else:
             raise ValueError(f"decode_on_device: the device path carries out RandomResizedCrop [+ "
-                             f"RandomHorizontalFlip] or Resize + CenterCrop (each optionally followed by "
-                             f"ToUint8CHW), or a plain ImageFolder(size=...); got {transform!r}")
+                             f"RandomHorizontalFlip], Resize + CenterCrop or Resize((height, width)) (each "
+                             f"optionally followed by ToUint8CHW), or a plain ImageFolder(size=...); got {transform!r}")
 
     def params(self, height, width, rng):
         """(y axis: start, length, full, offset; x axis: the same; flip) for an image of ``height`` x
@@ -114,7 +118,7 @@ class DevicePlan:
             top, left, h, w = RandomResizedCrop.get_params((height, width), self.crop.scale, self.crop.ratio, rng)
             flip = bool(self.flip_p) and rng.random() < self.flip_p  # RandomHorizontalFlip's one draw
             return (top, h, out_h, 0, left, w, out_w, 0, int(flip))
-        if self.resize is not None:
+        if self.resize is not None:  # with or without CenterCrop (without: the output is the resize)
             full_h, full_w = self.resize.output_size(height, width)
             return (0, height, full_h, _centre_offset(full_h, out_h), 0, width, full_w, _centre_offset(full_w, out_w), 0)
         return (0, height, out_h, 0, 0, width, out_w, 0, 0)

@@ -64,6 +64,9 @@ def register_cli(sub):
     p = sub.add_parser("train", help="train a model (default: vgg_small on the embedded MNIST sample)")
     p.add_argument("--model", default="vgg_small")
     _add_common(p)
+    p.add_argument("--decode-on-device", action="store_true",
+                   help="folder: datasets: decode the JPEGs and crop, resize and flip them on the GPU "
+                        "(nvImageCodec: pip install 'xpnet[images-gpu]'); no worker processes")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="total epochs (with --resume: the total to reach, not the number to add)")
     p.add_argument("--lr", type=positive_float, default=None)
@@ -164,6 +167,17 @@ def loader_options(args) -> dict:
     """The DataLoader worker options of ``--workers`` (persistent workers: no restart per epoch)."""
     workers = default_workers() if args.workers is None else args.workers
     return {"num_workers": workers, "persistent_workers": workers > 0}
+
+
+def device_decode_options(host_transform):
+    """The DataLoader options of ``--decode-on-device``: no host batch transform, its
+    normalisation (``ToFloat(scale)`` then ``Normalize(mean, std)``) as ``NormalizeOnDevice``."""
+    from .. import data
+
+    steps = {type(t).__name__: t for t in host_transform.transforms}
+    to_float, normalize = steps["ToFloat"], steps["Normalize"]
+    return {"device_transform": data.NormalizeOnDevice(normalize.mean, normalize.std, scale=to_float.scale),
+            "decode_on_device": True}
 
 
 def _register_synthetic():
@@ -372,6 +386,8 @@ def _train(args, rank, world) -> int:
         if dist.get_world_size() != world:
             raise UsageError(f"the MPI launcher's environment says {world} processes but MPI has "
                              f"{dist.get_world_size()}")
+    if args.decode_on_device and not args.dataset.strip().lower().startswith("folder:"):
+        raise UsageError(f"--decode-on-device decodes image folders (folder:DIR); got --dataset {args.dataset!r}")
     augment = not args.no_augment and args.dataset != "synthetic"
     splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed, augment)
     num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
@@ -389,19 +405,22 @@ def _train(args, rank, world) -> int:
     # a prefetch thread pays off when compute runs on a GPU; on a CPU it competes for the cores
     prefetch = 2 if backend.name == "cupy" or str(backend.device).startswith("cuda") else 0
     workers = loader_options(args)
+    train_options, test_options = {"transform": train_tf}, {"transform": test_tf}
+    if args.decode_on_device:  # the same normalisation, on the device after the decoding
+        train_options = test_options = device_decode_options(train_tf)
+        workers = {}
     if world > 1:  # this rank's shard, batch_size / world of each global batch; fit calls set_epoch
         sampler = data.DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True,
                                           seed=args.seed, drop_last=True)
         train_loader = data.DataLoader(splits.train, batch_size=batch_size // world, sampler=sampler,
-                                       drop_last=True, seed=args.seed, transform=train_tf, prefetch=prefetch,
-                                       **workers)
+                                       drop_last=True, seed=args.seed, prefetch=prefetch, **train_options, **workers)
         # every test image once over all ranks: evaluate sums the counts over the ranks
         test_set = data.Subset(splits.test, range(rank, len(splits.test), world))
     else:
         train_loader = data.DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       seed=args.seed, transform=train_tf, prefetch=prefetch, **workers)
+                                       seed=args.seed, prefetch=prefetch, **train_options, **workers)
         test_set = splits.test
-    test_loader = data.DataLoader(test_set, batch_size=256, seed=args.seed, transform=test_tf, prefetch=prefetch,
+    test_loader = data.DataLoader(test_set, batch_size=256, seed=args.seed, prefetch=prefetch, **test_options,
                                   **workers)
     if len(train_loader) == 0:
         raise UsageError(f"--batch-size {batch_size} is larger than the training split of {args.dataset} "
