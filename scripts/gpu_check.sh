@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device-machine call: GPU tests, the test suite on CuPy, the GPU benchmark, a short training run.
-# Usage (on the GPU machine, repo root, wheels for array-api-compat/-strict in .whl/):
+# Usage (on the GPU machine, repo root, the wheels of scripts/gpu_wheels.sh in .whl/):
 #   bash scripts/gpu_check.sh [tests|suite|bench|bench_tf32|small|feed|feed_gpu|train|profile|retest|convbench ...]
 #   (default: tests suite bench train, in that order; small: the --small set on CuPy; feed: AlexNet-227
 #   fed from JPEG files through worker processes and pinned memory, against the same step on a
