@@ -533,8 +533,19 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                         f"input of shape {tuple(t.shape)}"
                     )
                 parent = t._node
-                if parent is None:
-                    _accumulate(t, g, owned)
+                if parent is None:  # a leaf: _accumulate(t, g, owned), inlined on this hottest path
+                    grad = t.grad
+                    if grad is None:
+                        if not owned:
+                            g = g.copy("K") if type(g) is NUMPY_ARRAY and g.ndim else fresh_copy(g)
+                    else:
+                        g = grad.data + g
+                    w = _new(Tensor)
+                    w.data = g
+                    w.grad = None
+                    w._node = None
+                    w.requires_grad = False
+                    t.grad = w
                     if edges:
                         entry = edges.get(id(t))
                         if entry is not None:
@@ -583,7 +594,7 @@ def _accumulate(t, g, owned: bool = False) -> None:
     grad = t.grad
     if grad is None:
         if not owned:  # fresh_copy(g), its common case inlined
-            g = g.copy(order="K") if type(g) is NUMPY_ARRAY and g.ndim else fresh_copy(g)
+            g = g.copy("K") if type(g) is NUMPY_ARRAY and g.ndim else fresh_copy(g)
     else:
         g = grad.data + g
     w = _new(Tensor)  # Tensor._wrap(g), inlined

@@ -194,9 +194,10 @@ class Tensor(TorchMethods):
             xp = self.backend.xp
             grad = xp.ones(self.data.shape, dtype=self.data.dtype, device=self.data.device)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad  # not unwrap: 0.2 us a backward (overhead.py)
-            if type(grad) is not type(self.data) and backend_name_of(grad) is None:
-                grad = self.backend.asarray(grad, dtype=self.data.dtype)
+            if type(grad) is not type(self.data):  # the common seed, an array like the output's, skips both
+                grad = grad.data if isinstance(grad, Tensor) else grad  # not unwrap: 0.2 us a backward
+                if backend_name_of(grad) is None:
+                    grad = self.backend.asarray(grad, dtype=self.data.dtype)
             if grad.shape != self.data.shape and tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
         _function.run_backward(self, grad, retain_graph)
