@@ -156,6 +156,41 @@ def test_loader_without_a_device_transform_casts_and_subsets_work(backend, codec
     np.testing.assert_array_equal(xpnet.to_numpy(device[1].data), folder.labels[[4, 1, 2]])
 
 
+def _shards(folder, root, count):
+    """The JPEGs of ``root`` as ``count`` webdataset shards (``key.jpg`` + ``key.cls``)."""
+    import io
+    import tarfile
+
+    files = sorted(root.rglob("*.jpg"))
+    folder.mkdir()
+    for s in range(count):
+        with tarfile.open(folder / f"train-{s:03d}.tar", "w") as archive:
+            for k, path in enumerate(files[s::count]):
+                for name, payload in ((f"{s:03d}{k:04d}.jpg", path.read_bytes()),
+                                      (f"{s:03d}{k:04d}.cls", str(int(path.parent.name[1:])).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(payload)
+                    archive.addfile(info, io.BytesIO(payload))
+    return str(folder / f"train-{{000..{count - 1:03d}}}.tar")
+
+
+def test_shard_streams_decode_on_the_device_as_on_the_host(backend, codec, tmp_path):
+    pattern = _shards(tmp_path / "shards", _folder(tmp_path / "imgs", np.random.default_rng(5), count=12), 3)
+    transform = augment.Compose([augment.RandomResizedCrop(24), augment.RandomHorizontalFlip()])
+    make = lambda: data.ShardDataset(pattern, transform=transform, shuffle_buffer=4)  # noqa: E731
+    host = list(data.DataLoader(make(), batch_size=5, seed=2))
+    device = list(data.DataLoader(make(), batch_size=5, seed=2, decode_on_device=True))
+    assert [x.shape[0] for x, _ in device] == [x.shape[0] for x, _ in host] == [5, 5, 2]
+    for (hx, hy), (dx, dy) in zip(host, device):
+        np.testing.assert_array_equal(xpnet.to_numpy(dy.data), xpnet.to_numpy(hy.data))
+        np.testing.assert_allclose(xpnet.to_numpy(dx.data), xpnet.to_numpy(hx.data), atol=1.0)
+    dropped = list(data.DataLoader(make(), batch_size=5, seed=2, drop_last=True, decode_on_device=True))
+    assert len(dropped) == 2
+    own = data.ShardDataset(pattern, transform=transform, decode=lambda b, name: np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="its own decode function"):
+        data.DataLoader(own, decode_on_device=True)
+
+
 def test_what_the_device_path_refuses_is_refused_when_the_loader_is_made(codec, tmp_path, monkeypatch):
     root = _folder(tmp_path / "imgs", np.random.default_rng(0), count=6)
     crop = augment.Compose([augment.RandomResizedCrop(16)])
@@ -242,4 +277,4 @@ def test_xpnet_train_decodes_on_the_device(codec, tmp_path, capsys):
     assert "test accuracy" in printed.out and (out / "history.csv").exists()
     assert sum(codec.Decoder.calls) >= 12 + 12  # every training and test image went through it
     code = main(["train", "--model", "lenet5", "--dataset", "synthetic", "--decode-on-device", "--epochs", "1"])
-    assert code != 0 and "--decode-on-device decodes image folders" in capsys.readouterr().err
+    assert code != 0 and "--decode-on-device decodes image files" in capsys.readouterr().err

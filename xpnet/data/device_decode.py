@@ -1,6 +1,6 @@
 """JPEG files decoded and augmented on the GPU: ``DataLoader(ImageFolder(DIR, transform=T), ...,
-decode_on_device=True)`` with nvImageCodec (``pip install "xpnet[images-gpu]"``: nvJPEG, and the
-hardware JPEG decoder of the A100/H100 class where there is one).
+decode_on_device=True)`` (or a ``ShardDataset``) with nvImageCodec (``pip install
+"xpnet[images-gpu]"``: nvJPEG, and the hardware JPEG decoder of the A100/H100 class where there is one).
 
 Host-side module: it imports NumPy. Reading the files, their headers, and drawing each sample's box
 and flip are host work, done by the loader's background thread; the pixels are not, except those of
@@ -9,15 +9,16 @@ files that are not JPEGs, which are decoded on the host as usual and uploaded.
 What runs where. The loader's thread reads each file of a batch (refused unread above
 ``MAX_IMAGE_FILE_BYTES``), parses its header (nvImageCodec's ``CodeStream``; the pixel count is
 checked against ``MAX_IMAGE_PIXELS`` before anything is decoded) and draws the sample's augmentation
-from the sample's own generator, ``SeedSequence([seed, epoch, index])``, exactly as the host
-pipeline draws it: a seeded run crops the same boxes and flips the same images either way. The
+from the sample's own generator (``SeedSequence([seed, epoch, index])`` for a folder, the
+shard reader's per-sample generator for shards), exactly as the host pipeline draws it: a seeded run crops the same boxes and flips the same images either way. The
 consumer's thread then decodes the batch's JPEGs in one call on the device, and crops, resizes and
 flips them in a few batched array operations (``resample_batch``), giving (N, 3, S, S) uint8 to the
 loader's ``device_transform`` (``NormalizeOnDevice``). Nothing crosses the bus but the files'
 bytes. Workers are not used (``num_workers`` must be 0): the host work per image is a file read and
 a header parse.
 
-Transforms the device path carries out (anything else is refused when the loader is made, naming it):
+Transforms the device path carries out (the dataset's ``transform``, with a ShardDataset's
+``image_size`` in place of ImageFolder's ``size``; anything else is refused when the loader is made):
     ``Compose([RandomResizedCrop(S, scale, ratio), RandomHorizontalFlip(p), ToUint8CHW()])``
     (the flip and ``ToUint8CHW`` optional; training), ``Compose([Resize(R), CenterCrop(C),
     ToUint8CHW()])`` (testing), ``Resize((H, W))`` or no transform with ``ImageFolder(size=(H, W))``
@@ -203,49 +204,79 @@ def image_folder_of(dataset):
         return dataset, None
     if isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFolder):
         return dataset.dataset, np.asarray(dataset.indices, dtype=np.int64)
-    raise TypeError(f"decode_on_device: the dataset must be an ImageFolder (or a Subset of one), got "
-                    f"{type(dataset).__name__}")
+    raise TypeError(f"decode_on_device: the dataset must be an ImageFolder (or a Subset of one) or a "
+                    f"ShardDataset, got {type(dataset).__name__}")
 
 
 class EncodedRecipe:
-    """The host half, for the loader's thread: ``map_batch(spec, b, indices)`` gives (files' bytes and
-    names, JPEG flags, params (N, 9), labels) with every header checked and every box drawn."""
+    """The host half, for the loader's thread: batches of (files' bytes and names, JPEG flags,
+    params (N, 9), labels) with every header checked and every box drawn; ``map_batch(spec, b,
+    indices)`` for an ImageFolder, ``stream_batches(spec, part, parts)`` for a ShardDataset."""
 
-    def __init__(self, dataset):
-        self.folder, self.index_map = image_folder_of(dataset)
-        if self.folder.mode != "RGB":
-            raise ValueError(f"decode_on_device: decodes to RGB; got ImageFolder(mode={self.folder.mode!r})")
-        self.plan = DevicePlan(self.folder.transform, self.folder.size)
+    def __init__(self, dataset, batch_size, drop_last):
+        from .shards import ShardDataset
+
+        self.batch_size, self.drop_last = batch_size, drop_last
+        if isinstance(dataset, ShardDataset):
+            if callable(dataset.decode):
+                raise ValueError("decode_on_device: the device decodes the shards' images; got a ShardDataset "
+                                 f"with its own decode function {dataset.decode!r}")
+            self.shards, self.folder, self.index_map = dataset, None, None
+            mode, transform, size, self.owner = dataset.mode, dataset.transform, dataset.image_size, "ShardDataset"
+        else:
+            self.shards = None
+            self.folder, self.index_map = image_folder_of(dataset)
+            mode, transform, size = self.folder.mode, self.folder.transform, self.folder.size
+            self.owner = "ImageFolder"
+        if mode != "RGB":
+            raise ValueError(f"decode_on_device: decodes to RGB; got {self.owner}(mode={mode!r})")
+        self.plan = DevicePlan(transform, size)
         self.codec = require_nvimgcodec()
 
     def map_batch(self, spec, b, indices):
-        payloads, jpeg, params, labels = [], [], [], []
+        items = []
         for i in indices:
-            i = int(i)
-            index = i if self.index_map is None else int(self.index_map[i])
+            index = int(i) if self.index_map is None else int(self.index_map[int(i)])
             path = self.folder.paths[index]
             data = read_bounded(path, "an image", MAX_IMAGE_FILE_BYTES, "MAX_IMAGE_FILE_BYTES")
+            items.append((path, data, self.folder.labels[index], sample_generator(spec.seed, spec.epoch, int(i))))
+        return self._batch(items)
+
+    def stream_batches(self, spec, part, parts):
+        pending = []
+        for (name, data, label), rng in self.shards.encoded_stream(spec.seed, spec.epoch, part, parts):
+            pending.append((name, data, label, rng))
+            if len(pending) == self.batch_size:
+                yield self._batch(pending)
+                pending = []
+        if pending and not self.drop_last:
+            yield self._batch(pending)
+
+    def _batch(self, items):
+        """(payloads, JPEG flags, params, labels) of (name, bytes, label, rng) items."""
+        payloads, jpeg, params, labels = [], [], [], []
+        for name, data, label, rng in items:
             if data[:3] == JPEG_MAGIC:
-                stream = self._header(data, path)
+                stream = self._header(data, name)
                 height, width = stream.height, stream.width
-                payloads.append((stream, path, len(data)))
+                payloads.append((stream, name, len(data)))
             else:  # decoded here as the host path would, uploaded as pixels
-                with memory_guard(path, "decoding an image"):
-                    pixels = decode_image(data, path, mode="RGB", owner="ImageFolder")
+                with memory_guard(name, "decoding an image"):
+                    pixels = decode_image(data, name, mode="RGB", owner=self.owner)
                 height, width = pixels.shape[:2]
-                payloads.append((pixels, path, len(data)))
+                payloads.append((pixels, name, len(data)))
             jpeg.append(data[:3] == JPEG_MAGIC)
-            params.append(self.plan.params(height, width, sample_generator(spec.seed, spec.epoch, i)))
-            labels.append(self.folder.labels[index])
+            params.append(self.plan.params(height, width, rng))
+            labels.append(label)
         return payloads, jpeg, np.asarray(params, dtype=np.int64), np.asarray(labels, dtype=np.int64)
 
-    def _header(self, data, path):
+    def _header(self, data, name):
         try:
             stream = self.codec.CodeStream(data)
         except Exception as exc:  # noqa: BLE001 -- the library's own exception types
-            raise ValueError(f"ImageFolder: cannot decode {path} ({len(data)} bytes): {type(exc).__name__}: "
+            raise ValueError(f"{self.owner}: cannot decode {name} ({len(data)} bytes): {type(exc).__name__}: "
                              f"{exc}") from None
-        check_pixels(path, len(data), stream.height, stream.width, "ImageFolder")
+        check_pixels(name, len(data), stream.height, stream.width, self.owner)
         return stream
 
 
@@ -279,8 +310,8 @@ class DeviceDecoder:
                   for p, is_jpeg in zip(payloads, jpeg)]
         for image, (_, path, nbytes) in zip(images, payloads):
             if tuple(image.shape[2:]) != (3,):
-                raise ValueError(f"ImageFolder: {path} ({nbytes} bytes) decoded to shape {tuple(image.shape)}, "
-                                 f"expected (H, W, 3)")
+                raise ValueError(f"decode_on_device: {path} ({nbytes} bytes) decoded to shape "
+                                 f"{tuple(image.shape)}, expected (H, W, 3)")
         device = backend.device if backend.name != "numpy" else None
         x = Tensor(resample_batch(xp, images, params, self.plan.out, device=device))
         if self.device_transform is not None:
@@ -301,7 +332,8 @@ class DeviceDecoder:
         images = self.decoder.decode(streams, params=self.params, cuda_stream=stream)
         for image, (_, path, nbytes) in zip(images, payloads):
             if image is None:
-                raise ValueError(f"ImageFolder: cannot decode {path} ({nbytes} bytes) on the device (nvImageCodec)")
+                raise ValueError(f"decode_on_device: cannot decode {path} ({nbytes} bytes) on the device "
+                                 f"(nvImageCodec)")
         return images
 
     def _to_backend(self, image):

@@ -71,7 +71,8 @@ class DataLoader:
                 their dtype through the upload, a quarter of the bytes of float32
     decode_on_device
                 JPEG decoding and the dataset's crop, resize and flip on the GPU (nvImageCodec,
-                ``pip install "xpnet[images-gpu]"``) for an ``ImageFolder`` (or a Subset of one):
+                ``pip install "xpnet[images-gpu]"``) for an ``ImageFolder`` (or a Subset of one) or a
+                ``ShardDataset``:
                 the loader's thread only reads files, checks headers and draws each sample's box
                 from its own generator; see ``xpnet.data.device_decode`` for the transforms it takes
     backend, device
@@ -160,14 +161,15 @@ class DataLoader:
         self.decode_on_device = _flag("decode_on_device", decode_on_device)
         self._encoded = self._device_decoder = None
         if self.decode_on_device:
-            if self.num_workers or transform is not None or self._stream:
+            if self.num_workers or transform is not None:
                 raise ValueError("DataLoader: decode_on_device reads files in the loader's thread and decodes and "
-                                 "augments on the device: it takes no num_workers, no batch transform (the "
-                                 f"dataset's transform is carried out on the device) and no stream; got "
+                                 "augments on the device: it takes no num_workers and no batch transform (the "
+                                 f"dataset's transform is carried out on the device); got "
                                  f"num_workers={self.num_workers}, transform={transform!r}")
             from .device_decode import EncodedRecipe
 
-            self._encoded = EncodedRecipe(dataset)  # the transform, the codec and the dataset checked now
+            # the transform, the codec and the dataset are checked now
+            self._encoded = EncodedRecipe(dataset, self.batch_size, self.drop_last)
 
     # -- sizes and order ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -240,9 +242,11 @@ class DataLoader:
         batches = None if self._stream else self._batches(self.order(epoch))
         recipe = BatchRecipe(self.dataset, self.transform, self.batch_size, self.drop_last,
                              self.device_transform is not None)
-        if self._encoded is not None:
-            source = _ThreadSource(self._encoded, spec, batches, 0, 1, self.prefetch, epoch)
-            return _LoaderIterator(source, self._decoder_for(backend), len(batches), epoch)
+        count = len(batches) if batches is not None else _known_length(self._stream_length)
+        if self._encoded is not None:  # a stream is split over the ranks, as below
+            part, parts = rank_and_world() if self._stream else (0, 1)
+            source = _ThreadSource(self._encoded, spec, batches, part, parts, self.prefetch, epoch)
+            return _LoaderIterator(source, self._decoder_for(backend), count, epoch)
         if self.uses_workers:
             pool = self._pool if self._pool is not None and self._pool.alive else None
             if pool is None:
@@ -254,7 +258,6 @@ class DataLoader:
         else:
             part, parts = rank_and_world() if self._stream else (0, 1)
             source = _ThreadSource(recipe, spec, batches, part, parts, self.prefetch, epoch)
-        count = len(batches) if batches is not None else _known_length(self._stream_length)
         uploader = Uploader(backend, self.pin_memory, self.device_transform)
         return _LoaderIterator(source, uploader, count, epoch)
 

@@ -403,13 +403,18 @@ class ShardDataset:
         """Yield the ``(image uint8 (C, H, W), label int)`` samples of reader ``part`` of ``parts``
         in ``epoch``: its shards (``part_shards``), through the shuffle buffer, each augmented with
         its own generator (see the module docstring)."""
+        for item, rng in self.encoded_stream(seed, epoch, part, parts):
+            yield self._finish(item, rng)
+
+    def encoded_stream(self, seed, epoch, part=0, parts=1):
+        """What ``stream`` decodes, in its order: ``((name, image bytes, label), rng)`` per sample,
+        ``rng`` the sample's own generator (None without a transform); ``decode_on_device`` reads this."""
         shards = self.part_shards(seed, epoch, part, parts)
         raw = self._raw(shards)
         if self.shuffle_buffer > 1:
             raw = buffer_shuffle(raw, self.shuffle_buffer, _generator(seed, epoch, part))
         for k, item in enumerate(raw):
-            rng = _generator(seed, epoch, part, k) if self.transform is not None else None
-            yield self._finish(item, rng)
+            yield item, (_generator(seed, epoch, part, k) if self.transform is not None else None)
 
     def __iter__(self):
         """All samples of epoch 0 with seed 0, one reader."""

@@ -65,7 +65,7 @@ def register_cli(sub):
     p.add_argument("--model", default="vgg_small")
     _add_common(p)
     p.add_argument("--decode-on-device", action="store_true",
-                   help="folder: datasets: decode the JPEGs and crop, resize and flip them on the GPU "
+                   help="folder: and shards: datasets: decode the JPEGs and crop, resize and flip them on the GPU "
                         "(nvImageCodec: pip install 'xpnet[images-gpu]'); no worker processes")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="total epochs (with --resume: the total to reach, not the number to add)")
@@ -386,8 +386,9 @@ def _train(args, rank, world) -> int:
         if dist.get_world_size() != world:
             raise UsageError(f"the MPI launcher's environment says {world} processes but MPI has "
                              f"{dist.get_world_size()}")
-    if args.decode_on_device and not args.dataset.strip().lower().startswith("folder:"):
-        raise UsageError(f"--decode-on-device decodes image folders (folder:DIR); got --dataset {args.dataset!r}")
+    if args.decode_on_device and not is_image_files(args.dataset):
+        raise UsageError(f"--decode-on-device decodes image files (folder:DIR, shards:PATTERN); got --dataset "
+                         f"{args.dataset!r}")
     augment = not args.no_augment and args.dataset != "synthetic"
     splits = load_splits(args.dataset, args.model, args.synthetic_size, args.image_size, args.seed, augment)
     num_classes, sample_shape = splits.num_classes, tuple(splits.input_shape)
