@@ -16,11 +16,11 @@ def _version(module_name):
 
 def _gpu_decoder():
     """nvImageCodec's version when it is installed (``DataLoader(..., decode_on_device=True)``)."""
-    from .data.device_decode import INSTALL_HINT, nvimgcodec_module
+    from .data.device_decode import INSTALL_COMMAND, nvimgcodec_module
 
     module = nvimgcodec_module()
     if module is None:
-        return f"not installed ({INSTALL_HINT.split(': ', 1)[1]})"
+        return f"not installed ({INSTALL_COMMAND})"
     return f"nvImageCodec {getattr(module, '__version__', 'unknown')} (DataLoader(..., decode_on_device=True))"
 
 

@@ -590,19 +590,13 @@ def _run_final_callbacks() -> None:
 def _accumulate(t, g, owned: bool = False) -> None:
     """Add raw gradient ``g`` into ``t.grad``. A first gradient is kept as a fresh array: the
     caller's may be a view another node still uses, unless the Function that made it declares it
-    owned (``Function.owns_grads``); a later one is summed into a new array."""
+    owned (``Function.owns_grads``); a later one is summed into a new array. run_backward inlines
+    this for the gradients of leaves, its hot path; this serves a leaf root and retain_grad."""
     grad = t.grad
     if grad is None:
-        if not owned:  # fresh_copy(g), its common case inlined
-            g = g.copy("K") if type(g) is NUMPY_ARRAY and g.ndim else fresh_copy(g)
+        t.grad = Tensor._wrap(g if owned else fresh_copy(g))
     else:
-        g = grad.data + g
-    w = _new(Tensor)  # Tensor._wrap(g), inlined
-    w.data = g
-    w.grad = None
-    w._node = None
-    w.requires_grad = False
-    t.grad = w
+        t.grad = Tensor._wrap(grad.data + g)
 
 
 def _zeros_like_meta(node, index, grads):

@@ -8,7 +8,6 @@ from ..backends import (
     backend_name_of,
     backend_of,
     dtype_name,
-    fresh_copy,
     get_backend,
     is_float_dtype,
     register_transfer,
@@ -201,9 +200,6 @@ class Tensor(TorchMethods):
             if grad.shape != self.data.shape and tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
         _function.run_backward(self, grad, retain_graph)
-
-    def _accumulate_grad(self, g, owned: bool = False) -> None:
-        _function._accumulate(self, g, owned)
 
     def detach(self):
         return Tensor(self.data)

@@ -45,7 +45,8 @@ from .batching import sample_generator
 from .dataset import Subset
 from .decode import JPEG_MAGIC, MAX_IMAGE_FILE_BYTES, check_pixels, decode_image
 
-INSTALL_HINT = 'decode_on_device needs nvImageCodec: pip install "xpnet[images-gpu]"'
+INSTALL_COMMAND = 'pip install "xpnet[images-gpu]"'
+INSTALL_HINT = f"decode_on_device needs nvImageCodec: {INSTALL_COMMAND}"
 # the padded crops of one resampling group hold at most this many values (float32: 128 MiB), so one
 # large photograph in a batch does not make every image of the batch cost its size
 GROUP_VALUES = 1 << 25
@@ -256,7 +257,8 @@ class EncodedRecipe:
         """(payloads, JPEG flags, params, labels) of (name, bytes, label, rng) items."""
         payloads, jpeg, params, labels = [], [], [], []
         for name, data, label, rng in items:
-            if data[:3] == JPEG_MAGIC:
+            is_jpeg = data[:3] == JPEG_MAGIC
+            if is_jpeg:
                 stream = self._header(data, name)
                 height, width = stream.height, stream.width
                 payloads.append((stream, name, len(data)))
@@ -265,7 +267,7 @@ class EncodedRecipe:
                     pixels = decode_image(data, name, mode="RGB", owner=self.owner)
                 height, width = pixels.shape[:2]
                 payloads.append((pixels, name, len(data)))
-            jpeg.append(data[:3] == JPEG_MAGIC)
+            jpeg.append(is_jpeg)
             params.append(self.plan.params(height, width, rng))
             labels.append(label)
         return payloads, jpeg, np.asarray(params, dtype=np.int64), np.asarray(labels, dtype=np.int64)

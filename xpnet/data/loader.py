@@ -240,13 +240,13 @@ class DataLoader:
         backend = self.backend
         spec = EpochSpec(self.seed, epoch, _host_float_dtype().str)
         batches = None if self._stream else self._batches(self.order(epoch))
-        recipe = BatchRecipe(self.dataset, self.transform, self.batch_size, self.drop_last,
-                             self.device_transform is not None)
         count = len(batches) if batches is not None else _known_length(self._stream_length)
         if self._encoded is not None:  # a stream is split over the ranks, as below
             part, parts = rank_and_world() if self._stream else (0, 1)
             source = _ThreadSource(self._encoded, spec, batches, part, parts, self.prefetch, epoch)
             return _LoaderIterator(source, self._decoder_for(backend), count, epoch)
+        recipe = BatchRecipe(self.dataset, self.transform, self.batch_size, self.drop_last,
+                             self.device_transform is not None)
         if self.uses_workers:
             pool = self._pool if self._pool is not None and self._pool.alive else None
             if pool is None:

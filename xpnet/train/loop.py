@@ -1,4 +1,9 @@
-"""The training loop: ``fit``, ``evaluate``, ``predict`` and snapshot-ensemble prediction."""
+"""The training loop: ``fit``, ``evaluate``, ``predict`` and snapshot-ensemble prediction.
+
+Host-side in one place: under a process group of several ranks, ``_sum_over_ranks`` imports NumPy
+to send the epoch's metrics (Python floats) as one float64 host buffer through MPI; everything
+else goes through the arrays' own namespace.
+"""
 
 from __future__ import annotations
 
